@@ -1,0 +1,87 @@
+"""The command line every experiment script shares.
+
+    python experiments/cifar10.py --workdir=/tmp/nin --config.optim.learning_rate=0.05
+
+`--config` names a config file (the script's own by default); any field can be
+overridden with `--config.a.b=value`. Rerunning with the same --workdir resumes.
+User errors (a bad value, a missing dataset, unreadable checkpoints) end with a
+one-paragraph message and exit status 2, not a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from nin_jax import checkpoint, datasets, sharding
+
+FLAGS = flags.FLAGS
+
+# Errors that mean "the input is wrong": shown as a message, not a traceback.
+USER_ERRORS = (ValueError, datasets.DatasetError, checkpoint.CheckpointError,
+               FileNotFoundError)
+
+
+def _define_flags(default_config: str) -> None:
+  config_flags.DEFINE_config_file(
+      'config', default_config, 'Experiment config file (a get_config() module).',
+      lock_config=True)
+  flags.DEFINE_string('workdir', None,
+                      'Checkpoints, logs and plots go here; rerun with the same '
+                      'workdir to resume. Default: workdirs/<config name>.')
+  flags.DEFINE_string('coordinator_address', '',
+                      'host:port of process 0, for multi-process runs that JAX '
+                      'does not auto-detect (TPU pods and SLURM are detected).')
+  flags.DEFINE_integer('num_processes', 0, 'Processes in a multi-process run.')
+  flags.DEFINE_integer('process_id', -1, 'This process in a multi-process run.')
+  flags.DEFINE_integer('heartbeat_timeout_s', 0,
+                       'Multi-process: seconds after which a dead peer stops the '
+                       'others (0 = JAX default).')
+
+
+def run(default_config: str) -> None:
+  """Entry point of experiments/*.py: parse flags, train, report."""
+  try:
+    # config_flags applies --config.* overrides here, while defining the flag.
+    _define_flags(default_config)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    message = e
+    while isinstance(message, BaseException) and message.args:
+      message = message.args[0]  # config_dict wraps a KeyError in an AttributeError
+    message = str(message).replace('\n', ' ')
+    print(f'error: bad --config override: {message}', file=sys.stderr, flush=True)
+    sys.exit(2)
+  app.run(_main)
+
+
+def _main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  # Imported here so `--help` stays fast and TF/JAX start after flag parsing.
+  from nin_jax import train
+  if not FLAGS['verbosity'].present:
+    # Orbax and TF log every save at INFO; the progress line is what matters.
+    logging.set_verbosity(logging.WARNING)
+  config = FLAGS.config
+  workdir = FLAGS.workdir or os.path.join(
+      'workdirs', os.path.splitext(os.path.basename(config_flags.get_config_filename(FLAGS['config'])))[0])
+  try:
+    sharding.maybe_initialize_distributed(
+        FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+        FLAGS.heartbeat_timeout_s)
+    result = train.train_and_evaluate(config, workdir)
+  except USER_ERRORS as e:
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    sys.exit(2)
+  except train.NonFiniteError as e:
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    sys.exit(3)
+  if result.get('preempted'):
+    print(f'stopped at step {result["step"]} (preempted); rerun the same command to resume')
+  elif 'test/accuracy' in result:
+    print(f'final test accuracy {result["test/accuracy"]:.4f} '
+          f'(error {100 * (1 - result["test/accuracy"]):.2f}%) after {result["step"]} steps;'
+          f' workdir {os.path.abspath(workdir)}')

@@ -1,0 +1,140 @@
+"""The config schema: every field a run reads, its default, and its checks.
+
+Experiment configs (experiments/configs/*.py) start from `base_config()` and
+override fields; the command line overrides any of them with
+`--config.a.b=value`. The dict is locked, so a misspelt key is an error, and
+ml_collections keeps each field's type, so `--config.optim.batch_size=abc` is
+an error too. `validate` catches values of the right type that make no sense,
+before anything is compiled.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from nin_jax import datasets, input_pipeline, models, optim, presets
+
+DTYPES = ('float32', 'bfloat16')
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.dataset = ml_collections.ConfigDict(dict(
+      name='cifar10',
+      source='tfds',            # 'tfds', or 'idx' for local MNIST-format files
+      data_dir='',              # TFDS data_dir ('' = TFDS default)
+      idx_dir='/usr/share/datasets/fashion-mnist',
+      preprocessing='standardize',  # standardize | gcn_zca | lcn | none
+      gcn_scale=55.0,
+      zca_filter_bias=0.1,
+      cache_dir='',             # where fitted ZCA lives ('' = ~/.cache/nin_jax)
+      train_subset=0,           # >0: use this many training images (quick runs)
+      test_subset=0,
+  ))
+  c.augment = ml_collections.ConfigDict(dict(
+      translate=0,              # max random shift in pixels (zero padding)
+      flip=False,               # random horizontal flips (off for digits)
+  ))
+  c.model = ml_collections.ConfigDict(dict(
+      preset='cifar10',
+      width_multiplier=1.0,     # scales every layer's width; 1.0 = the paper
+      head='gap',               # 'gap' (the paper) or 'fc' (the ablation)
+      fc_hidden=(),             # hidden widths of the FC head
+      fc_dropout=0.0,           # dropout on the FC head's inputs
+      dropout_rate=0.5,         # between mlpconv blocks, where the preset puts it
+      batch_norm=False,
+      init='paper',             # 'paper' (Gaussian stds of the preset) or 'he'
+      dtype='float32',          # compute dtype; params stay float32
+      conv_impl='auto',         # auto | conv | matmul | patches (see models.py)
+  ))
+  c.optim = ml_collections.ConfigDict(dict(
+      batch_size=128,           # global, across all devices and hosts
+      learning_rate=0.1,
+      reference_batch_size=0,   # >0: lr scales by batch_size / this
+      momentum=0.9,
+      nesterov=False,
+      weight_decay=1e-4,        # L2 on weights only
+      bias_lr_mult=2.0,
+      last_layer_lr_mult=0.1,
+      schedule='step',          # step | cosine | constant
+      decay_epochs=(200.0, 230.0),
+      decay_factor=0.1,
+      warmup_epochs=0.0,
+      label_smoothing=0.0,
+  ))
+  c.num_epochs = 260.0
+  c.max_steps = 0               # >0: stop after this many steps (smoke runs)
+  c.eval_batch_size = 0         # 0: same as optim.batch_size
+  c.eval_every_epochs = 1.0
+  c.log_every_steps = 50
+  c.checkpoint_every_steps = 1000
+  c.keep_checkpoints = 3
+  c.write_plots = True
+  return c
+
+
+def lock(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  config.lock()
+  return config
+
+
+def eval_batch_size(config) -> int:
+  return config.eval_batch_size or config.optim.batch_size
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the field for any nonsensical value."""
+  def check(ok: bool, field: str, why: str):
+    if not ok:
+      raise ValueError(f'config.{field}={_get(config, field)!r}: {why}')
+
+  d, m, o = config.dataset, config.model, config.optim
+  check(d.name in datasets.DATASETS, 'dataset.name',
+        f'unknown dataset; choose one of {sorted(datasets.DATASETS)}')
+  check(d.source in ('tfds', 'idx'), 'dataset.source', "choose 'tfds' or 'idx'")
+  check(d.preprocessing in input_pipeline.PREPROCESSINGS, 'dataset.preprocessing',
+        f'choose one of {input_pipeline.PREPROCESSINGS}')
+  check(d.train_subset >= 0 and d.test_subset >= 0, 'dataset.train_subset',
+        'subset sizes must be >= 0')
+  check(config.augment.translate >= 0, 'augment.translate', 'must be >= 0 pixels')
+  check(m.preset in presets.PRESETS, 'model.preset',
+        f'unknown preset; choose one of {sorted(presets.PRESETS)}')
+  check(m.width_multiplier > 0, 'model.width_multiplier', 'must be positive')
+  check(m.head in models.HEADS, 'model.head', f'choose one of {models.HEADS}')
+  check(m.init in models.INITS, 'model.init', f'choose one of {models.INITS}')
+  check(m.dtype in DTYPES, 'model.dtype', f'choose one of {DTYPES}')
+  check(m.conv_impl in models.CONV_IMPLS, 'model.conv_impl',
+        f'choose one of {models.CONV_IMPLS}')
+  check(0.0 <= m.dropout_rate < 1.0, 'model.dropout_rate', 'must be in [0, 1)')
+  check(0.0 <= m.fc_dropout < 1.0, 'model.fc_dropout', 'must be in [0, 1)')
+  check(all(int(w) > 0 for w in m.fc_hidden), 'model.fc_hidden',
+        'hidden widths must be positive')
+  check(o.batch_size > 0, 'optim.batch_size', 'must be positive')
+  check(o.learning_rate > 0, 'optim.learning_rate', 'must be positive')
+  check(o.reference_batch_size >= 0, 'optim.reference_batch_size', 'must be >= 0')
+  check(0.0 <= o.momentum < 1.0, 'optim.momentum', 'must be in [0, 1)')
+  check(o.weight_decay >= 0, 'optim.weight_decay', 'must be >= 0')
+  check(o.bias_lr_mult >= 0 and o.last_layer_lr_mult >= 0, 'optim.bias_lr_mult',
+        'multipliers must be >= 0')
+  check(o.schedule in optim.SCHEDULES, 'optim.schedule',
+        f'choose one of {optim.SCHEDULES}')
+  check(list(o.decay_epochs) == sorted(o.decay_epochs), 'optim.decay_epochs',
+        'must be increasing')
+  check(0.0 < o.decay_factor <= 1.0, 'optim.decay_factor', 'must be in (0, 1]')
+  check(o.warmup_epochs >= 0, 'optim.warmup_epochs', 'must be >= 0')
+  check(0.0 <= o.label_smoothing < 1.0, 'optim.label_smoothing', 'must be in [0, 1)')
+  check(config.num_epochs > 0, 'num_epochs', 'must be positive')
+  check(config.max_steps >= 0, 'max_steps', 'must be >= 0 (0 = no limit)')
+  check(config.eval_batch_size >= 0, 'eval_batch_size', 'must be >= 0')
+  check(config.eval_every_epochs > 0, 'eval_every_epochs', 'must be positive')
+  check(config.log_every_steps > 0, 'log_every_steps', 'must be positive')
+  check(config.checkpoint_every_steps > 0, 'checkpoint_every_steps', 'must be positive')
+  check(config.keep_checkpoints >= 1, 'keep_checkpoints', 'must be >= 1')
+
+
+def _get(config, dotted: str):
+  for part in dotted.split('.'):
+    config = config[part]
+  return config

@@ -1,0 +1,142 @@
+"""Where numbers go: TensorBoard, a JSONL file, the console, and PNG plots.
+
+Only process 0 writes; the others construct a writer that does nothing, so
+the train loop never asks which process it is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import jax
+import numpy as np
+
+METRICS_FILE = 'metrics.jsonl'
+
+
+class MetricWriter:
+  """Scalars to TensorBoard event files and to workdir/metrics.jsonl."""
+
+  def __init__(self, workdir: str, *, enabled: bool | None = None):
+    self.enabled = jax.process_index() == 0 if enabled is None else enabled
+    self.jsonl_path = os.path.join(workdir, METRICS_FILE)
+    self._tb = None
+    if self.enabled:
+      os.makedirs(workdir, exist_ok=True)
+      self._tb = _tensorboard_writer(os.path.join(workdir, 'tensorboard'))
+
+  def write(self, step: int, scalars: dict[str, float]) -> None:
+    """One record: {'step': step, **scalars} (names like 'train/loss')."""
+    if not self.enabled:
+      return
+    scalars = {k: float(v) for k, v in scalars.items()}
+    with open(self.jsonl_path, 'a') as f:
+      f.write(json.dumps({'step': int(step), 'time': time.time(), **scalars}) + '\n')
+    with self._tb.as_default(step=int(step)):
+      for name, value in scalars.items():
+        _tf().summary.scalar(name, value)
+    self._tb.flush()
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+
+
+def _tf():
+  import tensorflow as tf  # Only for its summary writer; never touches accelerators.
+  tf.config.set_visible_devices([], 'GPU')
+  return tf
+
+
+def _tensorboard_writer(logdir: str):
+  return _tf().summary.create_file_writer(logdir)
+
+
+def read_metrics(workdir_or_file: str) -> list[dict]:
+  """All records of a run's metrics.jsonl (later records of a step win on resume)."""
+  path = workdir_or_file
+  if os.path.isdir(path):
+    path = os.path.join(path, METRICS_FILE)
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def console(message: str) -> None:
+  """A line for the user, from process 0 only."""
+  if jax.process_index() == 0:
+    print(message, flush=True)
+
+
+def format_duration(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f'{h}h{m:02d}m{s:02d}s' if h else f'{m}m{s:02d}s'
+
+
+class Progress:
+  """The console line: step, epoch, loss, accuracy, img/s, ETA.
+
+  Throughput counts only the steps since the last report, so a resumed run and
+  the first step's compile do not distort it.
+  """
+
+  def __init__(self, total_steps: int, steps_per_epoch: int, global_batch: int,
+               start_step: int, *, stream=sys.stdout, enabled: bool | None = None):
+    self.total_steps, self.steps_per_epoch = total_steps, steps_per_epoch
+    self.global_batch = global_batch
+    self.enabled = jax.process_index() == 0 if enabled is None else enabled
+    self._stream = stream
+    self._last_step, self._last_time = start_step, time.time()
+
+  def report(self, step: int, scalars: dict[str, float]) -> float:
+    """Prints the line for `step` (steps done) and returns images/s since the last."""
+    now = time.time()
+    images_per_s = (step - self._last_step) * self.global_batch / max(now - self._last_time, 1e-9)
+    eta = (self.total_steps - step) * self.global_batch / max(images_per_s, 1e-9)
+    self._last_step, self._last_time = step, now
+    if self.enabled:
+      parts = [f'step {step}/{self.total_steps}',
+               f'epoch {step / self.steps_per_epoch:.2f}']
+      parts += [f'{k.split("/")[-1]} {v:.4g}' for k, v in scalars.items()]
+      parts += [f'{images_per_s:.1f} img/s', f'ETA {format_duration(eta)}']
+      print(' | '.join(parts), file=self._stream, flush=True)
+    return images_per_s
+
+
+def plot_curves(workdir: str, png_path: str | None = None) -> str:
+  """Train loss/accuracy and test accuracy against epoch, as one PNG."""
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+
+  records = read_metrics(workdir)
+  png_path = png_path or os.path.join(workdir, 'curves.png')
+
+  def series(name):
+    by_step = {r['step']: r[name] for r in records if name in r}
+    steps = np.array(sorted(by_step))
+    return steps, np.array([by_step[s] for s in steps])
+
+  fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+  for name, ax in (('train/loss', ax_loss), ('test/loss', ax_loss),
+                   ('train/accuracy', ax_acc), ('test/accuracy', ax_acc)):
+    steps, values = series(name)
+    epoch_steps = series('epoch')
+    if len(steps):
+      x = np.interp(steps, *epoch_steps) if len(epoch_steps[0]) else steps
+      ax.plot(x, values, marker='o' if name.startswith('test') else None,
+              markersize=3, label=name)
+  for ax, ylabel in ((ax_loss, 'cross-entropy'), (ax_acc, 'top-1 accuracy')):
+    ax.set_xlabel('epoch')
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend()
+  fig.suptitle(os.path.basename(os.path.abspath(workdir)))
+  fig.tight_layout()
+  fig.savefig(png_path, dpi=100)
+  plt.close(fig)
+  return png_path

@@ -1,0 +1,332 @@
+"""Network-in-Network in Flax NNX: mlpconv blocks, GAP and FC heads.
+
+An mlpconv block is one k×k convolution followed by 1×1 "cccp" layers, ReLU
+after each. A 1×1 convolution is a per-pixel linear map across channels, so it
+is written as a matmul over the channel axis: on XLA:CPU a 1×1 `conv` trains
+about 3× slower (its weight gradient is pathological there).
+
+The k×k convolution has three formulations, equal up to float rounding:
+  'conv'     lax.conv for every layer (1×1 included): the naive baseline;
+  'matmul'   lax.conv for k×k, matmul for 1×1: the accelerator default;
+  'patches'  k×k as im2col from k² shifted slices then one matmul, 1×1 as
+             matmul: XLA:CPU's convolution weight gradient is slow, a matmul's
+             is not;
+  'auto'     'patches' on CPU, 'matmul' elsewhere.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from nin_jax import presets as presets_lib
+
+ConvImpl = Literal['auto', 'conv', 'matmul', 'patches']
+Init = Literal['paper', 'he']
+CONV_IMPLS = ('auto', 'conv', 'matmul', 'patches')
+INITS = ('paper', 'he')
+HEADS = ('gap', 'fc')
+ROLE_WEIGHT, ROLE_BIAS, ROLE_LAST_WEIGHT, ROLE_LAST_BIAS, ROLE_NORM = (
+    'weight', 'bias', 'last_weight', 'last_bias', 'norm')
+
+
+def resolve_conv_impl(conv_impl: str) -> str:
+  if conv_impl not in CONV_IMPLS:
+    raise ValueError(f'unknown conv_impl {conv_impl!r}; choose one of {CONV_IMPLS}')
+  if conv_impl == 'auto':
+    return 'patches' if jax.default_backend() == 'cpu' else 'matmul'
+  return conv_impl
+
+
+def _kernel_init(init: str, std: float):
+  if init == 'paper':
+    return jax.nn.initializers.normal(std)
+  if init == 'he':
+    return jax.nn.initializers.variance_scaling(2.0, 'fan_in', 'normal')
+  raise ValueError(f'unknown init {init!r}; choose one of {INITS}')
+
+
+def _extract_patches(x, k: int, stride: int, padding: int):
+  """im2col: (N,H,W,C) → (N,Ho,Wo,k*k*C), ordered (kh, kw, c) like an HWIO kernel."""
+  if padding:
+    x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+  _, h, w, _ = x.shape
+  ho, wo = (h - k) // stride + 1, (w - k) // stride + 1
+  slices = [
+      x[:, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride, :]
+      for i in range(k) for j in range(k)
+  ]
+  return jnp.concatenate(slices, axis=-1)
+
+
+class ConvLayer(nnx.Module):
+  """One convolution (k×k, or 1×1 as a channel matmul), optional batch norm, ReLU."""
+
+  def __init__(self, in_features: int, out_features: int, kernel_size: int, *,
+               stride: int = 1, padding: int = 0, init: str = 'paper',
+               init_std: float = presets_lib.PAPER_INIT_STD,
+               batch_norm: bool = False, conv_impl: str = 'matmul',
+               dtype=jnp.float32, rngs: nnx.Rngs):
+    self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+    self.conv_impl = resolve_conv_impl(conv_impl)
+    self.dtype = dtype
+    shape = (kernel_size, kernel_size, in_features, out_features)
+    self.kernel = nnx.Param(_kernel_init(init, init_std)(rngs.params(), shape))
+    # Batch norm's shift makes a bias redundant.
+    self.bias = None if batch_norm else nnx.Param(jnp.zeros((out_features,)))
+    self.norm = (nnx.BatchNorm(out_features, momentum=0.9, epsilon=1e-5,
+                               dtype=dtype, rngs=rngs) if batch_norm else None)
+
+  def __call__(self, x, *, train: bool):
+    kernel = self.kernel[...].astype(self.dtype)
+    x = x.astype(self.dtype)
+    k = self.kernel_size
+    pointwise = k == 1 and self.stride == 1 and self.padding == 0
+    if pointwise and self.conv_impl != 'conv':
+      y = jnp.einsum('nhwc,cd->nhwd', x, kernel[0, 0])
+    elif self.conv_impl == 'patches':
+      patches = _extract_patches(x, k, self.stride, self.padding)
+      y = jnp.einsum('nhwp,pd->nhwd', patches, kernel.reshape(-1, kernel.shape[-1]))
+    else:
+      y = jax.lax.conv_general_dilated(
+          x, kernel, (self.stride,) * 2, [(self.padding,) * 2] * 2,
+          dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    if self.bias is not None:
+      y = y + self.bias[...].astype(self.dtype)
+    if self.norm is not None:
+      y = self.norm(y, use_running_average=not train)
+    return jax.nn.relu(y)
+
+
+def pool_output_size(size: int, window: int, stride: int) -> int:
+  """Caffe / cuda-convnet pooling: the output size rounds up."""
+  out = -(-(size - window) // stride) + 1
+  # Caffe drops a last window that would start past the input.
+  if (out - 1) * stride >= size:
+    out -= 1
+  return out
+
+
+def pool2d(x, kind: str, window: int, stride: int):
+  """Max or average pooling with round-up output size (windows clipped at the edge)."""
+  _, h, w, _ = x.shape
+  ho, wo = pool_output_size(h, window, stride), pool_output_size(w, window, stride)
+  pad_h, pad_w = (ho - 1) * stride + window - h, (wo - 1) * stride + window - w
+  padding = ((0, 0), (0, pad_h), (0, pad_w), (0, 0))
+  dims, strides = (1, window, window, 1), (1, stride, stride, 1)
+  if kind == 'max':
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max,
+                                 dims, strides, padding)
+  if kind == 'avg':
+    # Caffe averages over the part of the window inside the image.
+    total = jax.lax.reduce_window(x, 0.0, jax.lax.add,
+                                  dims, strides, padding)
+    def counts(n, no):
+      starts = np.arange(no) * stride
+      return np.minimum(starts + window, n) - starts
+    count = np.outer(counts(h, ho), counts(w, wo)).astype(np.float32)
+    return total / jnp.asarray(count, x.dtype)[None, :, :, None]
+  raise ValueError(f'unknown pool {kind!r}; choose max or avg')
+
+
+class MLPConv(nnx.Module):
+  """One k×k convolution then 1×1 "cccp" layers, ReLU after each."""
+
+  def __init__(self, in_features: int, features: Sequence[int], kernel_size: int,
+               *, stride: int = 1, padding: int = 0,
+               init_stds: Sequence[float] | None = None, init: str = 'paper',
+               batch_norm: bool = False, conv_impl: str = 'matmul',
+               dtype=jnp.float32, rngs: nnx.Rngs):
+    init_stds = init_stds or (presets_lib.PAPER_INIT_STD,) * len(features)
+    layers = []
+    for i, (out_features, std) in enumerate(zip(features, init_stds)):
+      spatial = i == 0
+      layers.append(ConvLayer(
+          in_features, out_features, kernel_size if spatial else 1,
+          stride=stride if spatial else 1, padding=padding if spatial else 0,
+          init=init, init_std=std, batch_norm=batch_norm, conv_impl=conv_impl,
+          dtype=dtype, rngs=rngs))
+      in_features = out_features
+    self.layers = nnx.List(layers)
+
+  def __call__(self, x, *, train: bool, taps: list | None = None, name: str = ''):
+    for i, layer in enumerate(self.layers):
+      x = layer(x, train=train)
+      if taps is not None:
+        taps.append((f'{name}.{"conv" if i == 0 else f"cccp{i}"}', x.shape))
+    return x
+
+
+class FCHead(nnx.Module):
+  """The ablation's head: flatten → hidden Dense+ReLU (+dropout) → logits."""
+
+  def __init__(self, in_features: int, hidden: Sequence[int], num_classes: int, *,
+               dropout_rate: float, init: str, dtype, rngs: nnx.Rngs):
+    widths = (in_features, *hidden, num_classes)
+    self.kernels = nnx.List([
+        nnx.Param(_kernel_init(init, presets_lib.PAPER_INIT_STD)(rngs.params(), (a, b)))
+        for a, b in zip(widths[:-1], widths[1:])])
+    self.biases = nnx.List([nnx.Param(jnp.zeros((b,))) for b in widths[1:]])
+    self.dropout = nnx.Dropout(dropout_rate) if dropout_rate > 0 else None
+    self.dtype = dtype
+
+  def __call__(self, x, *, train: bool, dropout_key=None):
+    x = x.reshape(x.shape[0], -1).astype(self.dtype)
+    n = len(self.kernels)
+    for i, (kernel, bias) in enumerate(zip(self.kernels, self.biases)):
+      # Dropout on each Dense layer's input (the flattened maps, then hidden units).
+      if self.dropout is not None and train:
+        x = self.dropout(x, deterministic=False, rngs=jax.random.fold_in(dropout_key, 1000 + i))
+      x = x @ kernel[...].astype(self.dtype) + bias[...].astype(self.dtype)
+      if i < n - 1:
+        x = jax.nn.relu(x)
+    return x
+
+
+class NIN(nnx.Module):
+  """A Network-in-Network assembled from a `presets.NINSpec`.
+
+  head='gap': the last mlpconv layer makes one map per class and global average
+  pooling turns maps into logits (the paper). head='fc': the same maps are
+  flattened into fully connected layers (the paper's section 4.6 ablation).
+  """
+
+  def __init__(self, spec: presets_lib.NINSpec, *, input_shape=None,
+               head: str = 'gap', fc_hidden: Sequence[int] = (),
+               fc_dropout: float = 0.0, dropout_rate: float = 0.5,
+               batch_norm: bool = False, init: str = 'paper',
+               conv_impl: str = 'auto', dtype=jnp.float32, rngs: nnx.Rngs):
+    if head not in HEADS:
+      raise ValueError(f'unknown head {head!r}; choose one of {HEADS}')
+    self.spec = spec
+    self.input_shape = tuple(input_shape or spec.input_shape)
+    self.dtype = dtype
+    h, w, channels = self.input_shape
+    blocks = []
+    for b in spec.blocks:
+      blocks.append(MLPConv(channels, b.features, b.kernel_size, stride=b.stride,
+                            padding=b.padding, init_stds=b.layer_init_stds(),
+                            init=init, batch_norm=batch_norm,
+                            conv_impl=conv_impl, dtype=dtype, rngs=rngs))
+      channels = b.features[-1]
+      h = (h + 2 * b.padding - b.kernel_size) // b.stride + 1
+      w = (w + 2 * b.padding - b.kernel_size) // b.stride + 1
+      if h < 1 or w < 1:
+        raise ValueError(f'input {self.input_shape} is too small for {spec.name}:'
+                         f' a {b.kernel_size}×{b.kernel_size} convolution has no output')
+      if b.pool != 'none':
+        if min(h, w) < b.pool_size:
+          raise ValueError(
+              f'input {self.input_shape} is too small for {spec.name}: a'
+              f' {b.pool_size}×{b.pool_size} pool meets a {h}×{w} map')
+        h, w = pool_output_size(h, b.pool_size, b.pool_stride), pool_output_size(
+            w, b.pool_size, b.pool_stride)
+    self.blocks = nnx.List(blocks)
+    self.final_map_shape = (h, w, channels)
+    self.dropout = nnx.Dropout(dropout_rate)
+    self.head = head
+    self.fc = (FCHead(h * w * channels, tuple(fc_hidden), spec.num_classes,
+                      dropout_rate=fc_dropout, init=init, dtype=dtype, rngs=rngs)
+               if head == 'fc' else None)
+
+  def __call__(self, x, *, train: bool = False, dropout_key=None,
+               taps: list | None = None):
+    """Logits (float32) for images x (N,H,W,C).
+
+    Args:
+      train: batch statistics and dropout on.
+      dropout_key: PRNG key for every dropout mask of this call (needed when
+        train and any dropout is active).
+      taps: if a list, (layer name, output shape) pairs are appended to it.
+    """
+    if train and dropout_key is None and self._has_dropout():
+      raise ValueError('train=True with dropout needs a dropout_key')
+    for i, (block, b) in enumerate(zip(self.blocks, self.spec.blocks)):
+      x = block(x, train=train, taps=taps, name=f'block{i + 1}')
+      if b.pool != 'none':
+        x = pool2d(x, b.pool, b.pool_size, b.pool_stride)
+        if taps is not None:
+          taps.append((f'block{i + 1}.pool', x.shape))
+      if b.dropout and train and self.dropout.rate > 0:
+        x = self.dropout(x, deterministic=False, rngs=jax.random.fold_in(dropout_key, i))
+    if self.fc is not None:
+      logits = self.fc(x, train=train, dropout_key=dropout_key)
+    else:
+      logits = jnp.mean(x, axis=(1, 2))
+    if taps is not None:
+      taps.append(('logits', logits.shape))
+    return logits.astype(jnp.float32)
+
+  def class_maps(self, x):
+    """The last mlpconv layer's maps (N,h,w,classes) that GAP averages (eval mode)."""
+    for block, b in zip(self.blocks, self.spec.blocks):
+      x = block(x, train=False)
+      if b.pool != 'none':
+        x = pool2d(x, b.pool, b.pool_size, b.pool_stride)
+    return x.astype(jnp.float32)
+
+  def _has_dropout(self) -> bool:
+    return (self.dropout.rate > 0 and any(b.dropout for b in self.spec.blocks)) or (
+        self.fc is not None and self.fc.dropout is not None)
+
+  def param_roles(self, params):
+    """The role of each parameter (a pytree like `params`, a pure dict).
+
+    The optimizer turns roles into learning-rate multipliers and decay masks:
+    'weight', 'bias', 'last_weight' / 'last_bias' (the layer producing the
+    logits, which the authors train at a tenth of the rate) and 'norm'.
+    """
+    if self.fc is not None:
+      last = {('fc', 'kernels', len(self.fc.kernels) - 1),
+              ('fc', 'biases', len(self.fc.biases) - 1)}
+    else:
+      b = len(self.blocks) - 1
+      last = {('blocks', b, 'layers', len(self.blocks[b].layers) - 1)}
+
+    def role(path, _):
+      keys = tuple(getattr(k, 'key', getattr(k, 'idx', k)) for k in path)
+      if 'norm' in keys:
+        return ROLE_NORM
+      is_bias = keys[-1] == 'bias' or 'biases' in keys
+      is_last = keys[:3] in last or keys[:4] in last
+      return (ROLE_LAST_BIAS if is_last else ROLE_BIAS) if is_bias else (
+          ROLE_LAST_WEIGHT if is_last else ROLE_WEIGHT)
+    return jax.tree_util.tree_map_with_path(role, params)
+
+
+def macs_per_example(spec: presets_lib.NINSpec, input_shape=None, *,
+                     head: str = 'gap', fc_hidden: Sequence[int] = ()) -> int:
+  """Forward multiply-accumulates for one image (convolutions and Dense layers)."""
+  h, w, cin = input_shape or spec.input_shape
+  total = 0
+  for b in spec.blocks:
+    for i, cout in enumerate(b.features):
+      if i == 0:
+        k = b.kernel_size
+        h = (h + 2 * b.padding - k) // b.stride + 1
+        w = (w + 2 * b.padding - k) // b.stride + 1
+        total += h * w * k * k * cin * cout
+      else:
+        total += h * w * cin * cout
+      cin = cout
+    if b.pool != 'none':
+      h, w = (pool_output_size(h, b.pool_size, b.pool_stride),
+              pool_output_size(w, b.pool_size, b.pool_stride))
+  if head == 'fc':
+    widths = (h * w * cin, *fc_hidden, spec.num_classes)
+    total += sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+  return total
+
+
+def train_flops_per_example(*args, **kwargs) -> int:
+  """Training FLOPs per image: 2 FLOPs per MAC, backward ≈ 2× forward."""
+  return 3 * 2 * macs_per_example(*args, **kwargs)
+
+
+def count_params(model: nnx.Module) -> int:
+  return sum(math.prod(x.shape) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))

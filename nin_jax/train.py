@@ -1,0 +1,312 @@
+"""The train state, the compiled train and eval steps, and the loop.
+
+Data path: input pipeline (this process's rows, numpy) → `DataParallel.to_global`
+(one jax.Array sharded on the mesh's 'data' axis) → `train_step` (jit with
+explicit in/out shardings, donated state) → metric sums kept on device and
+fetched only at log intervals → writers.
+
+Everything random is a function of (seed, step): the data order
+(input_pipeline.train_indices), augmentation and dropout (keys folded from the
+seed with the step). A run resumed from a checkpoint at step k therefore
+continues exactly as if it had not stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import signal
+import time
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from flax import nnx
+
+from nin_jax import augment as augment_lib
+from nin_jax import checkpoint as checkpoint_lib
+from nin_jax import config as config_lib
+from nin_jax import input_pipeline, metrics, models, optim, presets, sharding
+
+# Streams folded into the seed so dropout, augmentation and init never share keys.
+_INIT, _DROPOUT, _AUGMENT = 0, 1, 2
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a checkpoint holds: resume from it and nothing is lost."""
+  step: jax.Array
+  params: Any        # pure dict of nnx.Param values
+  batch_stats: Any   # pure dict of the model's other state (batch norm statistics)
+  opt_state: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """The static pieces a run compiles against."""
+  graphdef: Any
+  tx: optax.GradientTransformation
+  schedule: optax.Schedule
+  num_classes: int
+  config: ml_collections.ConfigDict
+
+
+def build_model(model_config, num_classes: int, input_shape, *, seed: int = 0) -> models.NIN:
+  """The NIN that config.model names, for `num_classes` and `input_shape` (H, W, C)."""
+  spec = presets.get_preset(model_config.preset)
+  if spec.num_classes != num_classes:
+    spec = presets.with_classes(spec, num_classes)
+  spec = presets.scaled(spec, model_config.width_multiplier)
+  return models.NIN(
+      spec, input_shape=input_shape, head=model_config.head,
+      fc_hidden=tuple(model_config.fc_hidden), fc_dropout=model_config.fc_dropout,
+      dropout_rate=model_config.dropout_rate, batch_norm=model_config.batch_norm,
+      init=model_config.init, conv_impl=model_config.conv_impl,
+      dtype=jnp.dtype(model_config.dtype),
+      rngs=nnx.Rngs(params=jax.random.fold_in(jax.random.key(seed), _INIT)))
+
+
+def create_train_state(config, num_classes: int, input_shape, steps_per_epoch: int,
+                       total_steps: int) -> tuple[TrainState, Task]:
+  model = build_model(config.model, num_classes, input_shape, seed=config.seed)
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  params, rest = nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
+  schedule = optim.learning_rate_schedule(config.optim, steps_per_epoch, total_steps)
+  tx = optim.create_optimizer(config.optim, model.param_roles(params), schedule)
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                     batch_stats=rest, opt_state=tx.init(params))
+  return state, Task(graphdef, tx, schedule, num_classes, config)
+
+
+def _cross_entropy(logits, labels, num_classes: int, label_smoothing: float):
+  targets = jax.nn.one_hot(labels, num_classes)
+  if label_smoothing:
+    targets = optax.smooth_labels(targets, label_smoothing)
+  return optax.softmax_cross_entropy(logits, targets)
+
+
+def zero_train_sums():
+  return {'loss': jnp.zeros(()), 'correct': jnp.zeros(()), 'count': jnp.zeros(()),
+          'first_bad_step': jnp.full((), -1, jnp.int32)}
+
+
+def train_step(task: Task, state: TrainState, sums, batch):
+  """One SGD step on a global batch; adds its loss/accuracy to the on-device sums."""
+  cfg = task.config
+  seed_key = jax.random.key(cfg.seed)
+  images = augment_lib.augment(
+      batch['image'], jax.random.fold_in(jax.random.fold_in(seed_key, _AUGMENT), state.step),
+      translate=cfg.augment.translate, flip=cfg.augment.flip)
+  dropout_key = jax.random.fold_in(jax.random.fold_in(seed_key, _DROPOUT), state.step)
+
+  def loss_fn(params, batch_stats):
+    # copy=True: a fresh module per trace, as jax.grad needs (flax#5050).
+    model = nnx.merge(task.graphdef, params, batch_stats, copy=True)
+    logits = model(images, train=True, dropout_key=dropout_key)
+    loss = _cross_entropy(logits, batch['label'], task.num_classes,
+                          cfg.optim.label_smoothing).mean()
+    new_stats = nnx.to_pure_dict(nnx.state(model, nnx.Not(nnx.Param)))
+    return loss, (logits, new_stats)
+
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params, state.batch_stats)
+  updates, opt_state = task.tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+
+  finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
+  bad_step = jnp.where((sums['first_bad_step'] < 0) & ~finite, state.step,
+                       sums['first_bad_step'])
+  n = batch['label'].shape[0]
+  sums = {'loss': sums['loss'] + loss * n,
+          'correct': sums['correct'] + jnp.sum(jnp.argmax(logits, -1) == batch['label']),
+          'count': sums['count'] + n,
+          'first_bad_step': bad_step}
+  state = TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
+                     opt_state=opt_state)
+  return state, sums
+
+
+def eval_step(task: Task, state: TrainState, batch):
+  """Masked sums of loss, top-1 and top-5 hits over one padded global batch."""
+  model = nnx.merge(task.graphdef, state.params, state.batch_stats, copy=True)
+  logits = model(batch['image'], train=False)
+  mask = batch['mask']
+  loss = _cross_entropy(logits, batch['label'], task.num_classes, 0.0)
+  top5 = jax.lax.top_k(logits, min(5, task.num_classes))[1]
+  return {'loss': jnp.sum(loss * mask),
+          'correct': jnp.sum((jnp.argmax(logits, -1) == batch['label']) * mask),
+          'correct_top5': jnp.sum(jnp.any(top5 == batch['label'][:, None], -1) * mask),
+          'count': jnp.sum(mask)}
+
+
+class Preemption:
+  """Turns SIGTERM into a request to checkpoint and exit at the next step."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # Not the main thread (e.g. inside a test runner thread).
+      self._previous = None
+    return self
+
+  def _handle(self, signum, frame):
+    logging.warning('SIGTERM: saving a checkpoint and stopping at the next step')
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+  def should_stop(self, step: int) -> bool:
+    if jax.process_count() > 1:
+      # All processes must agree on the step; JAX's preemption sync service does.
+      from jax.experimental import multihost_utils
+      return self.requested or multihost_utils.reached_preemption_sync_point(step)
+    return self.requested
+
+
+class NonFiniteError(FloatingPointError):
+  pass
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains and evaluates config's run in workdir, resuming if it holds checkpoints.
+
+  Returns the final metrics (test accuracy etc.) as a dict.
+  """
+  config_lib.validate(config)
+  workdir = os.path.abspath(workdir)
+  _check_workdir(workdir)
+  dp = sharding.DataParallel.create()
+  dp.check_batch_size(config.optim.batch_size, 'optim.batch_size')
+  eval_batch = config_lib.eval_batch_size(config)
+  dp.check_batch_size(eval_batch, 'eval_batch_size')
+
+  data = input_pipeline.load(config.dataset)
+  num_train = len(data.train_labels)
+  if config.optim.batch_size > num_train:
+    raise ValueError(f'config.optim.batch_size={config.optim.batch_size} is larger '
+                     f'than the {num_train} training images')
+  steps_per_epoch = input_pipeline.steps_per_epoch(num_train, config.optim.batch_size)
+  total_steps = int(round(config.num_epochs * steps_per_epoch))
+  if config.max_steps:
+    total_steps = min(total_steps, config.max_steps)
+  eval_every = max(1, int(round(config.eval_every_epochs * steps_per_epoch)))
+
+  state, task = create_train_state(config, data.num_classes, data.image_shape,
+                                   steps_per_epoch, total_steps)
+  state = dp.replicate(state)
+  checkpointer = checkpoint_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
+  abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+  restored = checkpointer.restore_latest(abstract)
+  if restored is not None:
+    state = restored
+  start_step = int(state.step)
+  writer = metrics.MetricWriter(workdir)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2))
+  metrics.console(
+      f'{config.model.preset} on {config.dataset.name}: {sum(x.size for x in jax.tree.leaves(state.params)):,} params, '
+      f'{dp.num_devices} {jax.default_backend()} device(s) in {jax.process_count()} '
+      f'process(es), global batch {config.optim.batch_size}, '
+      f'{"resuming at" if start_step else "starting at"} step {start_step} of '
+      f'{total_steps} ({steps_per_epoch} per epoch); workdir {workdir}')
+
+  rep, bat = dp.replicated, dp.batch
+  p_train_step = jax.jit(
+      functools.partial(train_step, task), in_shardings=(rep, rep, bat),
+      out_shardings=(rep, rep), donate_argnums=(0, 1))
+  p_eval_step = jax.jit(functools.partial(eval_step, task),
+                        in_shardings=(rep, bat), out_shardings=rep)
+
+  def evaluate(state) -> dict[str, float]:
+    totals = None
+    for batch in input_pipeline.eval_batches(data.test_images, data.test_labels, eval_batch):
+      out = p_eval_step(state, dp.to_global(batch))
+      totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
+    totals = jax.device_get(totals)
+    n = totals['count']
+    result = {'test/loss': totals['loss'] / n, 'test/accuracy': totals['correct'] / n,
+              'test/examples': n}
+    if data.num_classes > 10:
+      result['test/accuracy_top5'] = totals['correct_top5'] / n
+    return result
+
+  progress = metrics.Progress(total_steps, steps_per_epoch, config.optim.batch_size,
+                              start_step)
+  sums = dp.replicate(zero_train_sums())
+  last_eval: dict[str, float] = {}
+  batches = input_pipeline.train_batches(data, config.optim.batch_size, config.seed,
+                                         start_step)
+  step = start_step
+  with Preemption() as preemption:
+    while step < total_steps:
+      state, sums = p_train_step(state, sums, dp.to_global(next(batches)))
+      step += 1
+      is_last = step == total_steps
+      stop = preemption.should_stop(step)
+      if step % config.log_every_steps == 0 or is_last or stop or (step % eval_every == 0):
+        host = jax.device_get(sums)
+        if host['first_bad_step'] >= 0:
+          checkpointer.wait()
+          raise NonFiniteError(
+              f'loss or gradients became NaN/Inf at step {int(host["first_bad_step"]) + 1};'
+              f' stopping. The last good checkpoint (step {checkpointer.latest_step()})'
+              f' in {checkpointer.directory} is kept. Lower optim.learning_rate or '
+              'enable model.batch_norm.')
+        scalars = {'train/loss': host['loss'] / host['count'],
+                   'train/accuracy': host['correct'] / host['count'],
+                   'train/learning_rate': float(task.schedule(step - 1))}
+        images_per_s = progress.report(step, scalars)
+        writer.write(step, {**scalars, 'train/images_per_s': images_per_s,
+                            'epoch': step / steps_per_epoch})
+        sums = dp.replicate(zero_train_sums())
+      if step % eval_every == 0 or is_last:
+        t0 = time.time()
+        last_eval = evaluate(state)
+        writer.write(step, {**last_eval, 'epoch': step / steps_per_epoch})
+        if jax.process_index() == 0:
+          print(f'eval at step {step}: ' + ' | '.join(
+              f'{k} {v:.4f}' for k, v in last_eval.items() if k != 'test/examples')
+              + f' ({int(last_eval["test/examples"])} images, {time.time() - t0:.1f}s)',
+              flush=True)
+      if step % config.checkpoint_every_steps == 0 or is_last or stop:
+        checkpointer.save(step, state)
+      if stop:
+        logging.warning('preempted: checkpoint at step %d written; rerun to resume', step)
+        break
+  checkpointer.close()
+  writer.close()
+  if step == total_steps and not last_eval:  # Resumed after the end: report only.
+    last_eval = evaluate(state)
+  if step == total_steps and jax.process_index() == 0:
+    if config.write_plots:
+      metrics.plot_curves(workdir)
+    with open(os.path.join(workdir, 'final_metrics.json'), 'w') as f:
+      json.dump({'step': step, **{k: float(v) for k, v in last_eval.items()}}, f, indent=2)
+  return {'step': step, 'preempted': step < total_steps,
+          **{k: float(v) for k, v in last_eval.items()}}
+
+
+def _check_workdir(workdir: str) -> None:
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ValueError(f'workdir {workdir} is a file, not a directory')
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise ValueError(f'cannot create workdir {workdir}: {e.strerror}') from None
+  if not os.access(workdir, os.W_OK):
+    raise ValueError(f'workdir {workdir} is not writable')

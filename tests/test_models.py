@@ -1,0 +1,184 @@
+"""The presets are the authors' networks: parameter counts, shapes, FLOPs, heads."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from nin_jax import models, presets
+
+
+def abstract_model(preset, **kwargs):
+  return nnx.eval_shape(lambda: models.NIN(presets.get_preset(preset),
+                                           rngs=nnx.Rngs(0), **kwargs))
+
+
+def layer_shapes(model, input_shape):
+  """(layer name, output H×W×C) of every layer, from an abstract forward pass."""
+  graphdef, state = nnx.split(model)
+  taps = []
+  jax.eval_shape(lambda s, x: nnx.merge(graphdef, s)(x, taps=taps), state,
+                 jax.ShapeDtypeStruct((1, *input_shape), jnp.float32))
+  return {name: shape[1:] for name, shape in taps}
+
+
+# Weights and biases, as ../shared/reference/nin-facts.md counts them.
+@pytest.mark.parametrize('preset, params', [
+    ('cifar10', 966_986),
+    ('cifar10_caffe', 966_986),
+    ('cifar100', 984_356),
+    ('mnist', 349_674),
+    ('svhn', 1_986_026),
+    ('imagenet', 7_595_176),
+])
+def test_parameter_count_is_the_papers(preset, params):
+  assert models.count_params(abstract_model(preset)) == params
+
+
+def test_cifar10_layer_by_layer():
+  shapes = layer_shapes(abstract_model('cifar10'), (32, 32, 3))
+  assert shapes == {
+      'block1.conv': (32, 32, 192), 'block1.cccp1': (32, 32, 160),
+      'block1.cccp2': (32, 32, 96), 'block1.pool': (16, 16, 96),
+      'block2.conv': (16, 16, 192), 'block2.cccp1': (16, 16, 192),
+      'block2.cccp2': (16, 16, 192), 'block2.pool': (8, 8, 192),
+      'block3.conv': (8, 8, 192), 'block3.cccp1': (8, 8, 192),
+      'block3.cccp2': (8, 8, 10),
+      'logits': (10,),  # global average pool over the 8×8 class maps
+  }
+
+
+@pytest.mark.parametrize('size, sizes', [
+    (224, (54, 27, 27, 13, 13, 6, 6)),
+    (227, (55, 27, 27, 13, 13, 6, 6)),
+])
+def test_imagenet_spatial_sizes(size, sizes):
+  model = abstract_model('imagenet', input_shape=(size, size, 3))
+  shapes = layer_shapes(model, (size, size, 3))
+  got = tuple(shapes[k][0] for k in ('block1.cccp2', 'block1.pool', 'block2.cccp2',
+                                     'block2.pool', 'block3.cccp2', 'block3.pool',
+                                     'block4.cccp2'))
+  assert got == sizes
+  assert shapes['block4.cccp2'] == (6, 6, 1000)
+  assert shapes['logits'] == (1000,)
+
+
+def test_mnist_spatial_sizes():
+  shapes = layer_shapes(abstract_model('mnist'), (28, 28, 1))
+  assert shapes['block1.pool'] == (14, 14, 48)
+  assert shapes['block2.pool'] == (7, 7, 48)
+  assert shapes['block3.cccp2'] == (7, 7, 10)
+
+
+def test_pool_rounds_up_like_caffe():
+  # Floor mode would give 15 and 7; cuda-convnet and Caffe give 16 and 8.
+  assert models.pool_output_size(32, 3, 2) == 16
+  assert models.pool_output_size(16, 3, 2) == 8
+  assert models.pool_output_size(54, 3, 2) == 27
+  assert models.pool_output_size(13, 3, 2) == 6
+
+
+def test_max_and_avg_pool_values_at_the_clipped_edge():
+  x = jnp.arange(16.0).reshape(1, 4, 4, 1)  # 4 → ceil((4-3)/2)+1 = 2
+  mx = models.pool2d(x, 'max', 3, 2)[0, :, :, 0]
+  av = models.pool2d(x, 'avg', 3, 2)[0, :, :, 0]
+  np.testing.assert_array_equal(mx, [[10, 11], [14, 15]])
+  # The last window covers rows/cols 2..3 only; Caffe divides by the 2×2 part inside.
+  np.testing.assert_allclose(av, [[5.0, 6.5], [11.0, 12.5]])
+
+
+def test_gap_head_is_the_mean_of_the_last_maps():
+  model = models.NIN(presets.scaled(presets.mnist(), 0.25), rngs=nnx.Rngs(1))
+  x = jax.random.normal(jax.random.key(0), (3, 28, 28, 1))
+  maps = model.class_maps(x)
+  assert maps.shape == (3, 7, 7, 10)
+  np.testing.assert_allclose(model(x), maps.mean(axis=(1, 2)), rtol=1e-5, atol=1e-6)
+
+
+def test_fc_head_parameter_count():
+  gap = models.count_params(abstract_model('cifar10'))
+  fc = abstract_model('cifar10', head='fc', fc_hidden=(256,))
+  # flatten 8×8×10 → 256 → 10, weights and biases.
+  assert models.count_params(fc) - gap == 640 * 256 + 256 + 256 * 10 + 10
+  assert models.count_params(abstract_model('cifar10', head='fc')) - gap == 640 * 10 + 10
+
+
+def test_forward_cost_matches_the_paper():
+  # About 223M multiply-adds per 32×32 CIFAR image, 1.1G per 224 ImageNet image.
+  assert round(models.macs_per_example(presets.cifar10()) / 1e6) == 222
+  assert round(models.macs_per_example(presets.imagenet()) / 1e8) == 11
+
+
+def test_paper_init_is_gaussian_std_005_and_zero_bias():
+  model = models.NIN(presets.cifar10(), rngs=nnx.Rngs(0))
+  kernel = model.blocks[1].layers[0].kernel[...]
+  assert abs(float(kernel.std()) - 0.05) < 0.002
+  assert float(jnp.abs(model.blocks[1].layers[0].bias[...]).max()) == 0.0
+
+
+@pytest.mark.parametrize('impl', ['conv', 'patches'])
+def test_conv_formulations_agree_with_matmul(impl):
+  spec = presets.scaled(presets.imagenet(), 1 / 16)  # stride-4 11×11 and 5×5, 3×3
+  x = jax.random.normal(jax.random.key(0), (2, 67, 67, 3))
+
+  def loss_and_grads(conv_impl):
+    model = models.NIN(spec, input_shape=(67, 67, 3), conv_impl=conv_impl,
+                       rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(model)
+    loss = lambda p: jnp.sum(nnx.merge(graphdef, p)(x) ** 2)
+    return jax.value_and_grad(loss)(params)
+
+  ref_loss, ref_grads = loss_and_grads('matmul')
+  loss, grads = loss_and_grads(impl)
+  np.testing.assert_allclose(loss, ref_loss, rtol=1e-4)
+  for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
+def test_bfloat16_compute_keeps_float32_params_and_logits():
+  model = models.NIN(presets.scaled(presets.mnist(), 0.25), dtype=jnp.bfloat16,
+                     rngs=nnx.Rngs(0))
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+  logits = model(jnp.ones((2, 28, 28, 1)))
+  assert logits.dtype == jnp.float32
+  ref = models.NIN(presets.scaled(presets.mnist(), 0.25), rngs=nnx.Rngs(0))(
+      jnp.ones((2, 28, 28, 1)))
+  np.testing.assert_allclose(logits, ref, rtol=0.05, atol=0.02)
+
+
+def test_dropout_is_keyed_and_off_at_eval():
+  model = models.NIN(presets.scaled(presets.mnist(), 0.25), rngs=nnx.Rngs(0))
+  x = jax.random.normal(jax.random.key(0), (4, 28, 28, 1))
+  a = model(x, train=True, dropout_key=jax.random.key(1))
+  b = model(x, train=True, dropout_key=jax.random.key(1))
+  c = model(x, train=True, dropout_key=jax.random.key(2))
+  np.testing.assert_array_equal(a, b)
+  assert not np.allclose(a, c)
+  np.testing.assert_array_equal(model(x), model(x))
+  with pytest.raises(ValueError, match='dropout_key'):
+    model(x, train=True)
+
+
+def test_batch_norm_replaces_biases():
+  model = abstract_model('mnist', batch_norm=True)
+  layer = model.blocks[0].layers[0]
+  assert layer.bias is None and layer.norm is not None
+
+
+def test_input_too_small_is_a_clear_error():
+  with pytest.raises(ValueError, match='too small'):
+    models.NIN(presets.cifar10(), input_shape=(4, 4, 3), rngs=nnx.Rngs(0))
+
+
+def test_param_roles_mark_the_logits_layer():
+  model = models.NIN(presets.scaled(presets.mnist(), 0.25), rngs=nnx.Rngs(0))
+  roles = model.param_roles(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+  last = roles['blocks'][2]['layers'][2]
+  assert (last['kernel'], last['bias']) == ('last_weight', 'last_bias')
+  assert roles['blocks'][0]['layers'][0] == {'kernel': 'weight', 'bias': 'bias'}
+  fc = models.NIN(presets.scaled(presets.mnist(), 0.25), head='fc', fc_hidden=(8,),
+                  rngs=nnx.Rngs(0))
+  roles = fc.param_roles(nnx.to_pure_dict(nnx.state(fc, nnx.Param)))
+  assert roles['fc']['kernels'] == {0: 'weight', 1: 'last_weight'}
+  assert roles['blocks'][2]['layers'][2]['kernel'] == 'weight'
