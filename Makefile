@@ -29,7 +29,12 @@ $(FASHION_MNIST):
 quickstart: setup data
 	$(PY) experiments/fashion_mnist.py --workdir=workdirs/quickstart
 
-test: setup data
+# The tests also check the PyTorch peer of the benchmark (CPU wheel, benchmark-only).
+$(VENV)/.installed-bench: $(VENV)/.installed benchmarks/requirements-torch.txt
+	$(PY) -m pip install -q -r benchmarks/requirements-torch.txt
+	touch $@
+
+test: setup data $(VENV)/.installed-bench
 	$(PY) -m pytest -q tests
 
 clean:

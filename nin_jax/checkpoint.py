@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from absl import logging
 
@@ -26,10 +27,23 @@ class Checkpointer:
   def __init__(self, workdir: str, *, keep: int = 3):
     self.directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
     self._keep = keep
-    self._manager = self._open()
+    if os.path.islink(self.directory) and not os.path.exists(self.directory):
+      raise CheckpointError(f'{self.directory} links to {os.readlink(self.directory)},'
+                            ' which does not exist (storage not mounted?)')
+    if os.path.exists(self.directory) and not os.path.isdir(self.directory):
+      raise CheckpointError(f'{self.directory} is a file, not a checkpoint directory;'
+                            ' move it away or use another --workdir')
+    try:
+      self._manager = self._open()
+    except OSError as e:  # Unreadable or unwritable: a user error, not a crash.
+      raise CheckpointError(
+          f'cannot use checkpoint directory {self.directory}: {e}') from None
 
   def _open(self) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True)
+    # cleanup_tmp_directories: a save cut short by a crash leaves a partial
+    # `<step>.orbax-checkpoint-tmp*` dir; it is never restored, and goes here.
+    options = ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True,
+                                           cleanup_tmp_directories=True)
     return ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self) -> int | None:
@@ -39,7 +53,10 @@ class Checkpointer:
     """Starts an asynchronous save of `state` at `step` (no-op if already saved)."""
     if step in self._manager.all_steps():
       return False
-    return self._manager.save(step, args=ocp.args.StandardSave(state), force=force)
+    # The fingerprint lets restore notice data that reads back but is wrong
+    # (tensorstore keeps no checksums: a flipped byte loads silently).
+    return self._manager.save(step, args=ocp.args.StandardSave(state), force=force,
+                              custom_metadata={'fingerprint': fingerprint(state)})
 
   def wait(self) -> None:
     """Blocks until every save started so far is on disk."""
@@ -59,6 +76,9 @@ class Checkpointer:
       try:
         state = self._manager.restore(
             step, args=ocp.args.StandardRestore(abstract_state))
+        expected = (self._manager.metadata(step).custom_metadata or {}).get('fingerprint')
+        if expected is not None and expected != fingerprint(state):
+          raise CheckpointError('its arrays differ from what was saved (fingerprint mismatch)')
         logging.info('restored checkpoint at step %d from %s', step, self.directory)
         return state
       except Exception as e:  # Orbax raises many types for damaged files.
@@ -109,6 +129,22 @@ def load_for_inspection(workdir: str, step: int | None = None):
       lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
       checkpointer.metadata(path).item_metadata)
   return checkpointer.restore(path, target)
+
+
+def fingerprint(state) -> list[int]:
+  """Per-array wrapping sum of the raw bits (uint32): equal iff, almost surely, same data."""
+  return [int(x) for x in jax.device_get(_fingerprint(state))]
+
+
+@jax.jit
+def _fingerprint(state):
+  def bits(x):
+    if x.dtype == jnp.bool_:
+      x = x.astype(jnp.uint8)
+    unsigned = {1: jnp.uint8, 2: jnp.uint16}.get(x.dtype.itemsize, jnp.uint32)
+    return jnp.sum(jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32),
+                   dtype=jnp.uint32)
+  return [bits(x) for x in jax.tree.leaves(state)]
 
 
 def _sync(name: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -44,6 +45,11 @@ def _define_flags(default_config: str) -> None:
 
 def run(default_config: str) -> None:
   """Entry point of experiments/*.py: parse flags, train, report."""
+  # Config files build on each other (`from experiments.configs import cifar10`),
+  # so the repository root must be importable however the script was started.
+  repo_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(default_config))))
+  if repo_root not in sys.path:
+    sys.path.insert(0, repo_root)
   try:
     # config_flags applies --config.* overrides here, while defining the flag.
     _define_flags(default_config)
@@ -54,7 +60,7 @@ def run(default_config: str) -> None:
     message = str(message).replace('\n', ' ')
     print(f'error: bad --config override: {message}', file=sys.stderr, flush=True)
     sys.exit(2)
-  app.run(_main)
+  app.run(_main, flags_parser=_parse_flags)
 
 
 def _main(argv):
@@ -65,7 +71,7 @@ def _main(argv):
   if not FLAGS['verbosity'].present:
     # Orbax and TF log every save at INFO; the progress line is what matters.
     logging.set_verbosity(logging.WARNING)
-  config = FLAGS.config
+  config = _loaded_config()
   workdir = FLAGS.workdir or os.path.join(
       'workdirs', os.path.splitext(os.path.basename(config_flags.get_config_filename(FLAGS['config'])))[0])
   try:
@@ -79,9 +85,45 @@ def _main(argv):
   except train.NonFiniteError as e:
     print(f'error: {e}', file=sys.stderr, flush=True)
     sys.exit(3)
+  except Exception as e:
+    if sharding.is_multiprocess():  # Most likely a dead peer: say so, exit now.
+      sharding.exit_after_failure(e)
+    raise
   if result.get('preempted'):
     print(f'stopped at step {result["step"]} (preempted); rerun the same command to resume')
   elif 'test/accuracy' in result:
     print(f'final test accuracy {result["test/accuracy"]:.4f} '
           f'(error {100 * (1 - result["test/accuracy"]):.2f}%) after {result["step"]} steps;'
           f' workdir {os.path.abspath(workdir)}')
+
+
+def _parse_flags(argv):
+  """absl's flag parsing, with a config file lacking get_config() as a user error."""
+  try:
+    return app.parse_flags_with_usage(argv)
+  except AttributeError as e:  # config_flags calls get_config() while parsing
+    if 'get_config' not in str(e):
+      raise
+    path = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None)
+    if path is None and '--config' in argv[:-1]:
+      path = argv[argv.index('--config') + 1]
+    print(f'error: config file {path} defines no get_config() function',
+          file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def _loaded_config():
+  """FLAGS.config, or a clear error if its file could not be loaded."""
+  config = FLAGS.config
+  if isinstance(config, ml_collections.ConfigDict):
+    return config
+  path = config_flags.get_config_filename(FLAGS['config'])
+  try:
+    getattr(config, 'keys', None)  # config_flags defers a load failure to first use.
+  except OSError as e:
+    reason = str(e).strip().splitlines()[-1].strip()  # e.g. "[Errno 2] No such file..."
+    print(f'error: cannot load config file {path}: {reason}', file=sys.stderr, flush=True)
+    sys.exit(2)
+  print(f'error: get_config() in {path} returned {type(config).__name__}, not a '
+        'ml_collections.ConfigDict', file=sys.stderr, flush=True)
+  sys.exit(2)

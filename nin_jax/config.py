@@ -30,6 +30,8 @@ def base_config() -> ml_collections.ConfigDict:
       gcn_scale=55.0,
       zca_filter_bias=0.1,
       cache_dir='',             # where fitted ZCA lives ('' = ~/.cache/nin_jax)
+      image_size=224,           # ImageNet crop (224, or 227 as in Caffe)
+      on_device=False,          # hold the train split on device; gather in the step
       train_subset=0,           # >0: use this many training images (quick runs)
       test_subset=0,
   ))
@@ -72,6 +74,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 1000
   c.keep_checkpoints = 3
   c.write_plots = True
+  # TEST-ONLY fault injection, used by tests/test_reliability.py to reproduce
+  # crashes and numerical faults at exact points. Experiment configs never set
+  # these; the defaults change nothing about a run.
+  c.testing = ml_collections.ConfigDict(dict(
+      # After each of these steps print 'TESTING: paused after step N' and
+      # SIGSTOP this process, so a test can SIGKILL it there or let it go on
+      # with SIGCONT. Earlier checkpoints are then on disk; one this step
+      # started is still being written (a kill mid-save).
+      pause_at_steps=(),
+      inject_nan_at_step=0,     # >0: this step's loss is multiplied by NaN
+  ))
   return c
 
 
@@ -132,6 +145,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   check(config.log_every_steps > 0, 'log_every_steps', 'must be positive')
   check(config.checkpoint_every_steps > 0, 'checkpoint_every_steps', 'must be positive')
   check(config.keep_checkpoints >= 1, 'keep_checkpoints', 'must be >= 1')
+  check(config.testing.inject_nan_at_step >= 0, 'testing.inject_nan_at_step',
+        'must be >= 0 (0 = off)')
+  check(all(int(s) > 0 for s in config.testing.pause_at_steps),
+        'testing.pause_at_steps', 'steps must be positive')
 
 
 def _get(config, dotted: str):

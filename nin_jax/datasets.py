@@ -65,7 +65,13 @@ DATASETS: dict[str, DatasetInfo] = {
     'fashion_mnist': DatasetInfo(
         tfds_name='fashion_mnist', image_shape=(28, 28, 1), num_classes=10,
         splits=dict(_TRAIN_TEST), num_examples={'train': 60000, 'test': 10000}),
+    # Streamed by nin_jax.imagenet_input, never loaded whole; shape after the crop.
+    'imagenet2012': DatasetInfo(
+        tfds_name='imagenet2012', image_shape=(224, 224, 3), num_classes=1000,
+        splits={'train': 'train', 'test': 'validation'},
+        num_examples={'train': 1281167, 'test': 50000}),
 }
+STREAMED = ('imagenet2012',)
 
 SOURCES = ('tfds', 'idx')
 
@@ -129,6 +135,8 @@ def load_arrays(
   """
   info = _info(name)
   _check_split(name, info, split)
+  if name in STREAMED:
+    raise DatasetError(f'{name!r} is streamed (nin_jax.imagenet_input), not loaded whole')
   if source == 'tfds':
     images, labels = _load_tfds(name, info, split, data_dir)
   elif source == 'idx':

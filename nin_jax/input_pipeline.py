@@ -40,6 +40,30 @@ class InMemoryData:
   def image_shape(self) -> tuple[int, int, int]:
     return tuple(self.train_images.shape[1:])
 
+  @property
+  def num_train(self) -> int:
+    return len(self.train_labels)
+
+  @property
+  def num_test(self) -> int:
+    return len(self.test_labels)
+
+  def train_batches(self, global_batch_size: int, seed: int, start_step: int = 0,
+                    *, indices_only: bool = False):
+    return train_batches(self, global_batch_size, seed, start_step,
+                         indices_only=indices_only)
+
+  def eval_batches(self, global_batch_size: int):
+    return eval_batches(self.test_images, self.test_labels, global_batch_size)
+
+
+def create(dataset: ml_collections.ConfigDict):
+  """The source config.dataset names: ImageNet streams, the rest sit in memory."""
+  if dataset.name == 'imagenet2012':
+    from nin_jax import imagenet_input
+    return imagenet_input.ImageNetData(dataset.data_dir or None, crop=dataset.image_size)
+  return load(dataset)
+
 
 def default_cache_dir() -> str:
   return os.path.join(os.path.expanduser('~'), '.cache', 'nin_jax')
@@ -101,14 +125,22 @@ def train_indices(num_examples: int, global_batch_size: int, seed: int,
 
 
 def train_batches(data: InMemoryData, global_batch_size: int, seed: int,
-                  start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
-  """This process's rows of each global training batch, from `start_step` on."""
+                  start_step: int = 0, *, indices_only: bool = False
+                  ) -> Iterator[dict[str, np.ndarray]]:
+  """This process's rows of each global training batch, from `start_step` on.
+
+  With `indices_only`, batches are {'index': ...} into the training split, for
+  a train step that holds the split on device and gathers the rows itself.
+  """
   local = _process_rows(global_batch_size)
   n = len(data.train_labels)
   step = start_step
   while True:
     idx = train_indices(n, global_batch_size, seed, step)[local]
-    yield {'image': data.train_images[idx], 'label': data.train_labels[idx]}
+    if indices_only:
+      yield {'index': idx.astype(np.int32)}
+    else:
+      yield {'image': data.train_images[idx], 'label': data.train_labels[idx]}
     step += 1
 
 

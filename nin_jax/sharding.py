@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
+import traceback
+import zlib
 
 import jax
 import numpy as np
@@ -52,13 +55,48 @@ def maybe_initialize_distributed(coordinator_address: str = '',
                jax.local_device_count(), jax.device_count())
 
 
+def is_multiprocess() -> bool:
+  return jax.distributed.is_initialized() and jax.process_count() > 1
+
+
+def exit_after_failure(exc: BaseException) -> None:
+  """Multi-process: reports `exc` in plain words and ends this process at once.
+
+  A dead peer makes this process's next collective fail (or JAX's heartbeat
+  check abort it). A normal exit would then wait in jax.distributed's shutdown
+  barrier for the peer that is gone, so this skips it.
+  """
+  traceback.print_exception(exc)
+  detail = (str(exc).strip().splitlines() or [''])[0][:300]
+  print(f'error: process {jax.process_index()} of {jax.process_count()} stopped: '
+        f'{type(exc).__name__}: {detail}\nIf another process of this run died, was '
+        'preempted or lost its network connection, that is the cause: see its log. '
+        'Restart every process with the same command to resume from the last '
+        'checkpoint.', file=sys.stderr, flush=True)
+  sys.stdout.flush()
+  os._exit(1)
+
+
 def _cluster_detected() -> bool:
-  # TPU pod slices, SLURM and Open MPI launches are what jax auto-detects.
+  """True where `jax.distributed.initialize()` can find its peers by itself.
+
+  Mirrors the environments JAX's own cluster detection reads: a Cloud TPU VM
+  (JAX asks the metadata server for the slice's workers; on a single-host
+  slice that is one process), `srun` steps of several SLURM tasks, and Open MPI.
+  """
   env = os.environ
-  multi_tpu = env.get('TPU_WORKER_HOSTNAMES', '').count(',') > 0
-  slurm = int(env.get('SLURM_NTASKS', '1') or 1) > 1
-  mpi = int(env.get('OMPI_COMM_WORLD_SIZE', '1') or 1) > 1
-  return multi_tpu or slurm or mpi
+  try:  # Set by `import jax` when libtpu and TPU chips are present.
+    from jax._src import cloud_tpu_init
+    tpu_vm = bool(getattr(cloud_tpu_init, 'running_in_cloud_tpu_vm', False))
+  except ImportError:
+    tpu_vm = False
+  gke_tpu = bool(env.get('TPU_PROCESS_ADDRESSES') or env.get('TPU_WORKER_HOSTNAMES'))
+  slurm = (int(env.get('SLURM_NTASKS', '1') or 1) > 1 and all(
+      v in env for v in ('SLURM_JOB_ID', 'SLURM_STEP_NODELIST', 'SLURM_PROCID',
+                         'SLURM_LOCALID')))
+  mpi = (int(env.get('OMPI_COMM_WORLD_SIZE', '1') or 1) > 1
+         and 'OMPI_MCA_orte_hnp_uri' in env)
+  return tpu_vm or gke_tpu or slurm or mpi
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,8 +106,19 @@ class DataParallel:
 
   @classmethod
   def create(cls) -> 'DataParallel':
-    return cls(jax.make_mesh((jax.device_count(),), (DATA_AXIS,),
-                             axis_types=(jax.sharding.AxisType.Auto,)))
+    mesh = jax.make_mesh((jax.device_count(),), (DATA_AXIS,),
+                         axis_types=(jax.sharding.AxisType.Auto,))
+    # Process p must hold rows [p*n/P, (p+1)*n/P) of every global batch: that
+    # is the slice input_pipeline reads for it. make_mesh may interleave hosts
+    # (it orders by physical topology), so group the devices by process,
+    # keeping make_mesh's order within each.
+    devices = sorted(mesh.devices.flat, key=lambda d: d.process_index)
+    counts = {p: sum(d.process_index == p for d in devices)
+              for p in range(jax.process_count())}
+    if len(set(counts.values())) != 1:
+      raise ValueError(f'every process needs the same number of devices; got {counts}')
+    return cls(jax.sharding.Mesh(np.array(devices), (DATA_AXIS,),
+                                 axis_types=(jax.sharding.AxisType.Auto,)))
 
   @property
   def num_devices(self) -> int:
@@ -103,3 +152,19 @@ class DataParallel:
   def replicate(self, tree):
     return jax.device_put(tree, self.replicated)
 
+  def assert_replicas_agree(self, tree, what: str = 'train state') -> None:
+    """Multi-process: raises unless every device of every process holds the same
+    replicated values. Logged numbers cannot show a diverged replica (they are
+    all-reduced), so this compares a checksum of each leaf across processes."""
+    if jax.process_count() == 1:
+      return
+    from jax.experimental import multihost_utils
+    sums = []
+    for x in jax.tree.leaves(tree):
+      shards = [np.asarray(s.data) for s in x.addressable_shards]
+      if any(not np.array_equal(s, shards[0]) for s in shards[1:]):
+        raise AssertionError(f'{what}: the devices of process {jax.process_index()} disagree')
+      sums.append(zlib.crc32(np.ascontiguousarray(shards[0]).tobytes()))
+    multihost_utils.assert_equal(
+        np.array(sums, np.uint32).view(np.int32),
+        f'{what}: process {jax.process_index()} holds other values than its peers')

@@ -33,7 +33,7 @@ from flax import nnx
 from nin_jax import augment as augment_lib
 from nin_jax import checkpoint as checkpoint_lib
 from nin_jax import config as config_lib
-from nin_jax import input_pipeline, metrics, models, optim, presets, sharding
+from nin_jax import datasets, input_pipeline, metrics, models, optim, presets, sharding
 
 # Streams folded into the seed so dropout, augmentation and init never share keys.
 _INIT, _DROPOUT, _AUGMENT = 0, 1, 2
@@ -97,9 +97,15 @@ def zero_train_sums():
           'first_bad_step': jnp.full((), -1, jnp.int32)}
 
 
-def train_step(task: Task, state: TrainState, sums, batch):
-  """One SGD step on a global batch; adds its loss/accuracy to the on-device sums."""
+def train_step(task: Task, state: TrainState, sums, batch, device_data=None):
+  """One SGD step on a global batch; adds its loss/accuracy to the on-device sums.
+
+  `batch` holds images and labels, or (with `device_data`, the whole training
+  split already on device) the indices of the rows to gather.
+  """
   cfg = task.config
+  if device_data is not None:
+    batch = {k: device_data[k][batch['index']] for k in ('image', 'label')}
   seed_key = jax.random.key(cfg.seed)
   images = augment_lib.augment(
       batch['image'], jax.random.fold_in(jax.random.fold_in(seed_key, _AUGMENT), state.step),
@@ -112,6 +118,9 @@ def train_step(task: Task, state: TrainState, sums, batch):
     logits = model(images, train=True, dropout_key=dropout_key)
     loss = _cross_entropy(logits, batch['label'], task.num_classes,
                           cfg.optim.label_smoothing).mean()
+    if cfg.testing.inject_nan_at_step:  # Test-only fault (config.testing); not traced otherwise.
+      loss = loss * jnp.where(state.step + 1 == cfg.testing.inject_nan_at_step,
+                              jnp.nan, 1.0)
     new_stats = nnx.to_pure_dict(nnx.state(model, nnx.Not(nnx.Param)))
     return loss, (logits, new_stats)
 
@@ -154,6 +163,11 @@ class Preemption:
     self._previous = None
 
   def __enter__(self):
+    if jax.process_count() > 1:
+      # JAX's preemption service catches SIGTERM itself and names one step for
+      # all processes to stop at; a Python handler would replace its handler,
+      # and a process stopping on its own leaves the others in a collective.
+      return self
     try:
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     except ValueError:  # Not the main thread (e.g. inside a test runner thread).
@@ -172,7 +186,7 @@ class Preemption:
     if jax.process_count() > 1:
       # All processes must agree on the step; JAX's preemption sync service does.
       from jax.experimental import multihost_utils
-      return self.requested or multihost_utils.reached_preemption_sync_point(step)
+      return multihost_utils.reached_preemption_sync_point(step)
     return self.requested
 
 
@@ -186,15 +200,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   Returns the final metrics (test accuracy etc.) as a dict.
   """
   config_lib.validate(config)
+  if '://' in workdir:  # Logs and metrics use POSIX file calls; abspath would mangle it.
+    raise ValueError(f'workdir {workdir} is a URL; use a directory every process sees '
+                     '(NFS/Filestore, or the bucket mounted with gcsfuse)')
   workdir = os.path.abspath(workdir)
   _check_workdir(workdir)
   dp = sharding.DataParallel.create()
   dp.check_batch_size(config.optim.batch_size, 'optim.batch_size')
   eval_batch = config_lib.eval_batch_size(config)
   dp.check_batch_size(eval_batch, 'eval_batch_size')
+  _check_model_fits(config)
 
-  data = input_pipeline.load(config.dataset)
-  num_train = len(data.train_labels)
+  data = input_pipeline.create(config.dataset)
+  num_train = data.num_train
   if config.optim.batch_size > num_train:
     raise ValueError(f'config.optim.batch_size={config.optim.batch_size} is larger '
                      f'than the {num_train} training images')
@@ -216,6 +234,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   start_step = int(state.step)
   writer = metrics.MetricWriter(workdir)
   if jax.process_index() == 0:
+    _truncate_metrics(writer.jsonl_path, start_step)
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json_best_effort(indent=2))
   metrics.console(
@@ -227,14 +246,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   rep, bat = dp.replicated, dp.batch
   p_train_step = jax.jit(
-      functools.partial(train_step, task), in_shardings=(rep, rep, bat),
+      functools.partial(train_step, task), in_shardings=(rep, rep, bat, rep),
       out_shardings=(rep, rep), donate_argnums=(0, 1))
   p_eval_step = jax.jit(functools.partial(eval_step, task),
                         in_shardings=(rep, bat), out_shardings=rep)
 
   def evaluate(state) -> dict[str, float]:
     totals = None
-    for batch in input_pipeline.eval_batches(data.test_images, data.test_labels, eval_batch):
+    for batch in data.eval_batches(eval_batch):
       out = p_eval_step(state, dp.to_global(batch))
       totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
     totals = jax.device_get(totals)
@@ -249,24 +268,38 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                               start_step)
   sums = dp.replicate(zero_train_sums())
   last_eval: dict[str, float] = {}
-  batches = input_pipeline.train_batches(data, config.optim.batch_size, config.seed,
-                                         start_step)
+  on_device = config.dataset.on_device
+  if on_device and not isinstance(data, input_pipeline.InMemoryData):
+    raise ValueError(f'config.dataset.on_device=True needs an in-memory dataset; '
+                     f'{config.dataset.name} is streamed')
+  # Small datasets fit in device memory: the host then sends only indices.
+  device_data = dp.replicate({'image': data.train_images, 'label': data.train_labels}
+                             ) if on_device else None
+  if on_device:
+    batches = data.train_batches(config.optim.batch_size, config.seed, start_step,
+                                 indices_only=True)
+  else:
+    batches = data.train_batches(config.optim.batch_size, config.seed, start_step)
   step = start_step
+  pause_steps = {int(s) for s in config.testing.pause_at_steps}
   with Preemption() as preemption:
     while step < total_steps:
-      state, sums = p_train_step(state, sums, dp.to_global(next(batches)))
+      state, sums = p_train_step(state, sums, dp.to_global(next(batches)), device_data)
       step += 1
       is_last = step == total_steps
       stop = preemption.should_stop(step)
-      if step % config.log_every_steps == 0 or is_last or stop or (step % eval_every == 0):
-        host = jax.device_get(sums)
-        if host['first_bad_step'] >= 0:
-          checkpointer.wait()
-          raise NonFiniteError(
-              f'loss or gradients became NaN/Inf at step {int(host["first_bad_step"]) + 1};'
-              f' stopping. The last good checkpoint (step {checkpointer.latest_step()})'
-              f' in {checkpointer.directory} is kept. Lower optim.learning_rate or '
-              'enable model.batch_norm.')
+      log_now = step % config.log_every_steps == 0 or is_last or stop or (step % eval_every == 0)
+      save_now = step % config.checkpoint_every_steps == 0 or is_last or stop
+      # Fetching the sums is the NaN/Inf check. Every save is preceded by it, so a
+      # poisoned state is never checkpointed over the last good one.
+      host = jax.device_get(sums) if log_now or save_now else None
+      if host is not None and host['first_bad_step'] >= 0:
+        checkpointer.wait()
+        raise NonFiniteError(
+            f'loss or gradients became NaN/Inf at step {int(host["first_bad_step"]) + 1};'
+            f' stopping. {_last_good(checkpointer)} Lower optim.learning_rate or '
+            'enable model.batch_norm.')
+      if log_now:
         scalars = {'train/loss': host['loss'] / host['count'],
                    'train/accuracy': host['correct'] / host['count'],
                    'train/learning_rate': float(task.schedule(step - 1))}
@@ -283,11 +316,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
               f'{k} {v:.4f}' for k, v in last_eval.items() if k != 'test/examples')
               + f' ({int(last_eval["test/examples"])} images, {time.time() - t0:.1f}s)',
               flush=True)
-      if step % config.checkpoint_every_steps == 0 or is_last or stop:
+      if save_now:
         checkpointer.save(step, state)
+      if step in pause_steps:  # Test-only (config.testing): a kill point for tests.
+        if not save_now:
+          checkpointer.wait()  # Exact kill points: earlier saves are on disk, this one in flight.
+        metrics.console(f'TESTING: paused after step {step}')
+        os.kill(os.getpid(), signal.SIGSTOP)
       if stop:
         logging.warning('preempted: checkpoint at step %d written; rerun to resume', step)
         break
+  dp.assert_replicas_agree(state)  # Multi-process: every host ends with the same model.
   checkpointer.close()
   writer.close()
   if step == total_steps and not last_eval:  # Resumed after the end: report only.
@@ -310,3 +349,49 @@ def _check_workdir(workdir: str) -> None:
     raise ValueError(f'cannot create workdir {workdir}: {e.strerror}') from None
   if not os.access(workdir, os.W_OK):
     raise ValueError(f'workdir {workdir} is not writable')
+
+
+def _check_model_fits(config) -> None:
+  """A preset that cannot pool the dataset's images down is a config error.
+
+  Said before any data is loaded or anything compiled; eval_shape allocates nothing.
+  """
+  info = datasets.DATASETS[config.dataset.name]
+  try:
+    nnx.eval_shape(lambda: build_model(config.model, info.num_classes, info.image_shape))
+  except ValueError as e:
+    raise ValueError(
+        f'config.model.preset={config.model.preset!r} does not fit '
+        f'config.dataset.name={config.dataset.name!r} ({info.image_shape[0]}×'
+        f'{info.image_shape[1]} images): {e}') from None
+
+
+def _last_good(checkpointer: checkpoint_lib.Checkpointer) -> str:
+  latest = checkpointer.latest_step()
+  if latest is None:
+    return 'No checkpoint had been written yet.'
+  return f'The last good checkpoint (step {latest}) in {checkpointer.directory} is kept.'
+
+
+def _truncate_metrics(path: str, step: int) -> None:
+  """Drops metrics.jsonl records after `step`, the step this run starts from.
+
+  They came from progress that a crash lost (the checkpoint is older) and the
+  resumed run writes them again, so the file keeps one record per step and
+  kind, in order. A line cut short by the crash is dropped too.
+  """
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = f.readlines()
+  keep = []
+  for line in lines:
+    try:
+      if json.loads(line)['step'] <= step:
+        keep.append(line if line.endswith('\n') else line + '\n')
+    except (ValueError, KeyError, TypeError):
+      pass
+  if keep != lines:
+    with open(path + '.tmp', 'w') as f:
+      f.writelines(keep)
+    os.replace(path + '.tmp', path)  # Atomic: a second crash leaves one or the other.

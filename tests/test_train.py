@@ -65,6 +65,18 @@ def test_resume_continues_exactly(tiny_config, tmp_path):
   assert again['step'] == 12 and again['test/loss'] == second['test/loss']
 
 
+def test_dataset_on_device_trains_exactly_like_the_host_pipeline(tiny_config, tmp_path):
+  # Same indices, same augmentation keys: only where the gather happens differs.
+  overrides = {'max_steps': 6, 'augment.translate': 2, 'model.dropout_rate': 0.3}
+  host = train.train_and_evaluate(tiny_config(**overrides), str(tmp_path / 'host'))
+  device = train.train_and_evaluate(
+      tiny_config(**overrides, **{'dataset.on_device': True}), str(tmp_path / 'device'))
+  for a, b in zip(flat(restore_raw(str(tmp_path / 'host'), 6)['params']),
+                  flat(restore_raw(str(tmp_path / 'device'), 6)['params'])):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  assert device['test/accuracy'] == pytest.approx(host['test/accuracy'], abs=1e-3)
+
+
 def test_same_seed_same_run_other_seed_other_run(tiny_config, tmp_path):
   a = train.train_and_evaluate(tiny_config(max_steps=3), str(tmp_path / 'a'))
   b = train.train_and_evaluate(tiny_config(max_steps=3), str(tmp_path / 'b'))

@@ -32,6 +32,6 @@ def get_config():
 
 def sweep():
   """Learning rate × batch norm (run with experiments/sweep.py)."""
-  for lr in (0.03, 0.1, 0.3):
-    for bn in (True, False):
-      yield {'optim.learning_rate': lr, 'model.batch_norm': bn}
+  from nin_jax import sweeps  # Only sweeps need it.
+  return sweeps.grid(**{'optim.learning_rate': (0.03, 0.1, 0.3),
+                        'model.batch_norm': (True, False)})

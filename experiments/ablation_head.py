@@ -1,0 +1,62 @@
+"""The paper's head ablation (section 4.6): GAP vs FC vs FC + dropout, same seed/data/schedule.
+
+    python experiments/ablation_head.py --workdir=workdirs/ablation_head \
+        [--config=experiments/configs/fashion_mnist.py] [--config.a.b=value ...] \
+        [--fc_dropout=0.5] [--dry_run] [--report_only]
+
+Each variant is an ordinary run in <workdir>/{gap,fc,fc_dropout}/ (rerun to
+resume or skip); the table goes to ablation.md/.csv, the curves to
+ablation_curves.png. See nin_jax/ablation.py.
+"""
+
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from nin_jax import ablation, cli, sweeps
+
+FLAGS = flags.FLAGS
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _define_flags():
+  config_flags.DEFINE_config_file(
+      'config', os.path.join(HERE, 'configs', 'fashion_mnist.py'),
+      'Config of the network to ablate (experiments/configs/cifar10.py for the paper).',
+      lock_config=True)
+  flags.DEFINE_string('workdir', None, 'Ablation directory; one subdirectory per variant.')
+  flags.DEFINE_float('fc_dropout', 0.5, 'Dropout on the FC head inputs in the third variant.')
+  flags.DEFINE_bool('dry_run', False, 'Print the three commands; run nothing.')
+  flags.DEFINE_bool('report_only', False, 'Only (re)write the table and plot from workdir.')
+  flags.DEFINE_string('trainer', '', 'Experiment script each variant runs (default: '
+                      'experiments/<config name>.py, else experiments/fashion_mnist.py).')
+  flags.mark_flag_as_required('workdir')
+
+
+def _main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  config_path = config_flags.get_config_filename(FLAGS['config'])
+  try:
+    not_done = ablation.main(
+        config=FLAGS.config, config_path=config_path, workdir=FLAGS.workdir,
+        argv=sys.argv[1:], fc_dropout=FLAGS.fc_dropout, dry_run=FLAGS.dry_run,
+        report_only=FLAGS.report_only,
+        trainer=FLAGS.trainer or sweeps.default_trainer(config_path, HERE))
+  except (sweeps.SweepError, *cli.USER_ERRORS) as e:
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    sys.exit(2)
+  if not_done:
+    print(f'{not_done} variant(s) failed or did not finish; rerun the same command to retry.')
+    sys.exit(1)
+
+
+if __name__ == '__main__':
+  try:
+    _define_flags()
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    print(f'error: bad --config override: {e}', file=sys.stderr, flush=True)
+    sys.exit(2)
+  app.run(_main, flags_parser=sweeps.parse_flags_or_exit)

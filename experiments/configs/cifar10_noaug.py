@@ -1,0 +1,16 @@
+"""CIFAR-10 without data augmentation: the paper's 10.41% test error row.
+
+Exactly experiments/configs/cifar10.py (GCN + ZCA, the authors' network and
+solver) with translation and flips switched off.
+
+    python experiments/cifar10.py --config=experiments/configs/cifar10_noaug.py
+"""
+
+from experiments.configs import cifar10
+
+
+def get_config():
+  config = cifar10.get_config()
+  config.augment.translate = 0
+  config.augment.flip = False
+  return config

@@ -1,0 +1,176 @@
+"""ImageNet (ILSVRC-2012) streamed with tf.data, as the Caffe model zoo NIN saw it.
+
+Training: decode, resize to 256×256 (Caffe's warp, aspect ratio not kept),
+random 224×224 crop (or 227), random mirror, subtract the per-channel mean.
+Evaluation: the same resize and a centre crop.
+
+Each process reads only its own part of each split
+(`tfds.split_for_jax_process`), so a pod's hosts never decode the same image.
+The training stream is a pure function of (seed, process): files and the
+shuffle buffer are seeded, crops and flips use stateless ops keyed by the
+element's position, and a resumed run skips the elements it has already seen
+(before decoding, so skipping is cheap). TensorFlow never sees an accelerator.
+
+ImageNet cannot be downloaded by TFDS: put ILSVRC2012_img_train.tar and
+ILSVRC2012_img_val.tar in a directory and run, once, on any machine
+    tfds build imagenet2012 --manual_dir=/path/to/tars --data_dir=/path/to/tfds
+then point --config.dataset.data_dir at /path/to/tfds (a gs:// bucket works
+for TPU pods).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterator
+
+import jax
+import numpy as np
+
+from nin_jax import datasets
+
+TFDS_NAME = 'imagenet2012'
+NUM_CLASSES = 1000
+RESIZE = 256
+# Caffe's ImageNet mean pixel (B, G, R) = (104, 117, 123), here in RGB order.
+MEAN_RGB = (123.0, 117.0, 104.0)
+
+
+def _tf():
+  return datasets._import_tf()  # pylint: disable=protected-access
+
+
+def preprocess_train(image, seed, crop: int):
+  """uint8 HWC → float32 crop×crop×3: warp to 256², random crop, mirror, −mean."""
+  tf = _tf()
+  image = tf.image.resize(tf.cast(image, tf.float32), (RESIZE, RESIZE))
+  image = tf.image.stateless_random_crop(image, (crop, crop, 3), seed=seed)
+  image = tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
+  return image - tf.constant(MEAN_RGB, tf.float32)
+
+
+def preprocess_eval(image, crop: int):
+  """uint8 HWC → float32: warp to 256², centre crop, −mean."""
+  tf = _tf()
+  image = tf.image.resize(tf.cast(image, tf.float32), (RESIZE, RESIZE))
+  offset = (RESIZE - crop) // 2
+  image = image[offset:offset + crop, offset:offset + crop, :]
+  return image - tf.constant(MEAN_RGB, tf.float32)
+
+
+@dataclasses.dataclass
+class ImageNetData:
+  """The streaming source; same interface as input_pipeline.InMemoryData."""
+  data_dir: str | None
+  crop: int = 224
+  shuffle_buffer: int = 16_384
+  num_classes: int = NUM_CLASSES
+
+  def __post_init__(self):
+    import tensorflow_datasets as tfds
+    self._tfds = tfds
+    try:
+      self._builder = tfds.builder(TFDS_NAME, data_dir=self.data_dir)
+      splits = self._builder.info.splits
+      if len(splits):
+        self.num_train = splits['train'].num_examples
+        self.num_test = splits['validation'].num_examples
+      else:  # No metadata (or tfds.testing.mock_data): count what reads back.
+        self.num_train, self.num_test = (
+            sum(1 for _ in self._builder.as_dataset(split=s)) for s in ('train', 'validation'))
+    except (AssertionError, FileNotFoundError, KeyError,
+            tfds.core.registered.DatasetNotFoundError) as e:
+      raise self._not_prepared(e) from e
+    if not self.num_train:
+      raise self._not_prepared(None)
+
+  def _not_prepared(self, cause) -> datasets.DatasetError:
+    where = self.data_dir or 'the default TFDS dir ($TFDS_DATA_DIR or ~/tensorflow_datasets)'
+    said = f' (TFDS said: {cause})' if cause else ''
+    return datasets.DatasetError(
+        f'imagenet2012 is not prepared in {where}. ImageNet needs a manual '
+        'download: put ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in '
+        'a directory and run `tfds build imagenet2012 --manual_dir=<that dir> '
+        '--data_dir=<DIR>`, then pass --config.dataset.data_dir=<DIR>' + said)
+
+  @property
+  def image_shape(self) -> tuple[int, int, int]:
+    return (self.crop, self.crop, 3)
+
+  def _read(self, split: str, *, shuffle_seed: int | None):
+    tfds = self._tfds
+    read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed,
+                                  interleave_cycle_length=16 if shuffle_seed is not None else 1)
+    return self._builder.as_dataset(
+        split=tfds.split_for_jax_process(split, drop_remainder=False),
+        shuffle_files=shuffle_seed is not None, read_config=read_config,
+        as_supervised=True)
+
+  def train_batches(self, global_batch_size: int, seed: int,
+                    start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
+    """This process's rows of every global batch from `start_step` on."""
+    tf = _tf()
+    local = global_batch_size // jax.process_count()
+    process_seed = seed * 1_000_003 + jax.process_index()
+    ds = self._read('train', shuffle_seed=process_seed).repeat()
+    ds = ds.shuffle(self.shuffle_buffer, seed=process_seed, reshuffle_each_iteration=True)
+    ds = ds.enumerate().skip(start_step * local)  # Before decoding: cheap.
+    crop = self.crop
+
+    def prepare(index, example):
+      image, label = example
+      key = tf.stack([tf.cast(process_seed, tf.int64), index])
+      return {'image': preprocess_train(image, key, crop), 'label': tf.cast(label, tf.int32)}
+
+    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    yield from self._tfds.as_numpy(ds)
+
+  def eval_batches(self, global_batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """The whole validation split once across processes, padded and masked.
+
+    Processes hold splits that differ by at most one image; every process
+    yields the same number of batches (masked padding) so none waits forever.
+    """
+    tf = _tf()
+    local = global_batch_size // jax.process_count()
+    per_process = -(-self.num_test // jax.process_count())
+    num_batches = -(-per_process // local)
+    crop = self.crop
+    ds = self._read('validation', shuffle_seed=None).map(
+        lambda image, label: {'image': preprocess_eval(image, crop),
+                              'label': tf.cast(label, tf.int32),
+                              'mask': tf.constant(1.0)},
+        num_parallel_calls=tf.data.AUTOTUNE)
+    padding = tf.data.Dataset.from_tensors(
+        {'image': tf.zeros((crop, crop, 3)), 'label': tf.constant(0),
+         'mask': tf.constant(0.0)}).repeat()
+    ds = ds.concatenate(padding).batch(local).take(num_batches)
+    yield from self._tfds.as_numpy(ds.prefetch(tf.data.AUTOTUNE))
+
+
+def decode_throughput(num_images: int = 256, *, threads: int = 1,
+                      height: int = 375, width: int = 500, crop: int = 224) -> float:
+  """Images/s of JPEG decode + the training transform on `threads` CPU cores.
+
+  Uses synthetic JPEGs of ImageNet's typical size (500×375), since the
+  decode cost, not the content, is what is measured.
+  """
+  import time
+  tf = _tf()
+  rng = np.random.default_rng(0)
+  # Smooth noise compresses like a photo; pure noise would decode slower.
+  small = rng.integers(0, 255, (num_images, height // 8, width // 8, 3), np.uint8)
+  jpegs = [tf.io.encode_jpeg(tf.image.resize(s, (height, width), 'bilinear')
+                             .numpy().astype(np.uint8)).numpy() for s in small]
+  ds = tf.data.Dataset.from_tensor_slices(jpegs).enumerate().map(
+      lambda i, b: preprocess_train(tf.io.decode_jpeg(b, channels=3),
+                                    tf.stack([tf.constant(0, tf.int64), i]), crop),
+      num_parallel_calls=threads)
+  options = tf.data.Options()
+  options.threading.private_threadpool_size = threads
+  ds = ds.with_options(options).batch(64)
+  for _ in ds.take(1):  # Warm up tracing.
+    pass
+  t0 = time.perf_counter()
+  n = sum(int(batch.shape[0]) for batch in ds)
+  return n / (time.perf_counter() - t0)

@@ -1,0 +1,56 @@
+"""The benchmark harness measures the real train step and compares with PyTorch."""
+
+import json
+
+import pytest
+
+from conftest import REPO, run_cli
+from nin_jax import benchmark, config as config_lib, models, presets
+
+
+def small_config(preset='cifar10'):
+  config = config_lib.base_config()
+  config.model.preset = preset
+  config.model.width_multiplier = 0.125
+  config.optim.batch_size = 8
+  return config
+
+
+def test_harness_reports_throughput_and_mfu():
+  result = benchmark.compare(small_config(), steps=2, warmup=1, peak_tflops=1.0)
+  assert result['images_per_s'] > 0 and result['compile_s'] > 0
+  assert result['input_images_per_s'] > 0
+  # FLOPs are the full preset's (stated per image), not the scaled test net's.
+  assert result['train_gflop_per_image'] == pytest.approx(
+      models.train_flops_per_example(presets.cifar10()) / 1e9)
+  assert result['mfu'] == pytest.approx(result['achieved_tflops'] / 1.0)
+
+
+def test_ratio_against_the_pytorch_peer():
+  config = small_config()
+  config.model.width_multiplier = 1.0  # the peer is the paper's network
+  result = benchmark.compare(config, steps=2, warmup=1, compare_torch=True,
+                             torch_threads=2)
+  assert result['torch_images_per_s'] > 0
+  assert result['jax_over_torch'] == pytest.approx(
+      result['images_per_s'] / result['torch_images_per_s'])
+
+
+def test_comparing_a_different_network_is_refused():
+  with pytest.raises(ValueError, match='PyTorch peer'):
+    benchmark.compare(small_config(), compare_torch=True)
+
+
+def test_pytorch_peer_is_the_same_network():
+  from benchmarks import torch_nin
+  for preset, params in (('cifar10', 966_986), ('imagenet', 7_595_176)):
+    assert sum(p.numel() for p in torch_nin.build_model(preset).parameters()) == params
+
+
+def test_command_line_prints_json(tmp_path):
+  out = tmp_path / 'bench.json'
+  proc = run_cli('benchmark.py', None, {'model.width_multiplier': 0.125,
+                                        'optim.batch_size': 8},
+                 extra_args=['--steps=1', '--warmup=0', f'--output={out}'])
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert json.loads(out.read_text())['batch_size'] == 8

@@ -1,0 +1,264 @@
+"""Scale-out on CPU: the same run on 1 device, on 8 devices and on 2 processes.
+
+Dropout and augmentation are on, so these also show that every random bit is a
+function of (seed, step, example) and not of how the batch is split. The
+multi-process runs are real `jax.distributed` pairs on 127.0.0.1 (2 CPU devices
+each, CPU collectives over Gloo) running the command line end to end.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import REPO, TINY, read_jsonl, run_cli
+from nin_jax import checkpoint, sharding, train
+
+# The randomness a data-parallel split could get wrong, switched on.
+RANDOM = {**TINY, 'model.dropout_rate': 0.5, 'augment.translate': 2,
+          'augment.flip': True}
+STEPS = 8
+PAIR_TIMEOUT_S = 420  # Far above the ~1-2 min a pair takes on a loaded 2-core box.
+
+
+@pytest.fixture(scope='module')
+def cache_env(tmp_path_factory):
+  # Several runs below compile the same programs; JAX's persistent compilation
+  # cache (results are identical, only compile time is saved) pays for it once.
+  return {'JAX_COMPILATION_CACHE_DIR': str(tmp_path_factory.mktemp('jax_cache')),
+          'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0'}
+
+
+@pytest.fixture(scope='module')
+def one_device_run(tmp_path_factory, cache_env):
+  """The reference: 1 process, 1 device, STEPS steps, dropout + augmentation."""
+  workdir = tmp_path_factory.mktemp('one_device')
+  proc = run_cli('fashion_mnist.py', workdir, {**RANDOM, 'max_steps': STEPS},
+                 devices=1, env=cache_env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return workdir
+
+
+def train_losses(workdir):
+  records = read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
+  return {r['step']: r['train/loss'] for r in records if 'train/loss' in r}
+
+
+def assert_same_model(workdir_a, workdir_b, step):
+  """Params and batch-norm statistics agree up to float32 reduction order."""
+  a = checkpoint.load_for_inspection(str(workdir_a), step)
+  b = checkpoint.load_for_inspection(str(workdir_b), step)
+  worst = 0.0
+  for part in ('params', 'batch_stats'):
+    for x, y in zip(jax.tree.leaves(a[part]), jax.tree.leaves(b[part])):
+      np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-3, atol=1e-3)
+      worst = max(worst, float(np.max(np.abs(np.asarray(x) - np.asarray(y)))))
+  print(f'max |param difference| at step {step}: {worst:.3g}')
+
+
+def test_random_bits_do_not_depend_on_sharding():
+  # The default since JAX 0.5; without it jax.random would give a sharded array
+  # other bits than an unsharded one and no multi-device run could match.
+  assert jax.config.jax_threefry_partitionable
+
+
+def test_multi_process_flags_and_cluster_detection(monkeypatch):
+  with pytest.raises(ValueError, match='needs all of --coordinator_address'):
+    sharding.maybe_initialize_distributed('127.0.0.1:1234', 2, -1)
+  for var in ('SLURM_NTASKS', 'SLURM_JOB_ID', 'SLURM_STEP_NODELIST', 'SLURM_PROCID',
+              'SLURM_LOCALID', 'OMPI_COMM_WORLD_SIZE', 'OMPI_MCA_orte_hnp_uri',
+              'TPU_PROCESS_ADDRESSES', 'TPU_WORKER_HOSTNAMES'):
+    monkeypatch.delenv(var, raising=False)
+  assert not sharding._cluster_detected()
+  # SLURM_NTASKS alone (an allocation, not an srun step) is not enough: JAX
+  # reads the step's variables too, as below.
+  monkeypatch.setenv('SLURM_NTASKS', '4')
+  assert not sharding._cluster_detected()
+  for var, value in (('SLURM_JOB_ID', '7'), ('SLURM_STEP_NODELIST', 'n[1-2]'),
+                     ('SLURM_PROCID', '0'), ('SLURM_LOCALID', '0')):
+    monkeypatch.setenv(var, value)
+  assert sharding._cluster_detected()
+
+
+def test_a_url_workdir_is_a_clear_error(tiny_config):
+  with pytest.raises(ValueError, match='is a URL; use a directory every process sees'):
+    train.train_and_evaluate(tiny_config(max_steps=1), 'gs://bucket/nin')
+
+
+def test_eight_devices_match_one_device_with_dropout_and_augmentation(
+    one_device_run, tmp_path, cache_env):
+  proc = run_cli('fashion_mnist.py', tmp_path, {**RANDOM, 'max_steps': STEPS},
+                 devices=8, env=cache_env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert '8 cpu device(s) in 1 process(es)' in proc.stdout
+  model = json.loads((tmp_path / 'config.json').read_text())
+  assert model['model']['dropout_rate'] == 0.5 and model['augment']['flip']
+  one, eight = train_losses(one_device_run), train_losses(tmp_path)
+  assert sorted(one) == sorted(eight) == [4, 8]
+  print('max |loss difference|:', max(abs(one[s] - eight[s]) for s in one))
+  np.testing.assert_allclose([eight[s] for s in sorted(eight)],
+                             [one[s] for s in sorted(one)], rtol=1e-4)
+  assert_same_model(one_device_run, tmp_path, STEPS)
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+class Pair:
+  """Two processes of one `jax.distributed` run of experiments/fashion_mnist.py."""
+
+  def __init__(self, workdir, overrides, logdir, *, extra_args=(), env=None):
+    port = free_port()
+    self.logs = []
+    self.procs = []
+    for pid in range(2):
+      env_p = {**os.environ, 'PYTHONPATH': REPO, 'JAX_PLATFORMS': 'cpu',
+               'XLA_FLAGS': '--xla_force_host_platform_device_count=2',
+               # The coordinator listens on loopback only, not on every interface.
+               'JAX_COORDINATOR_BIND_ADDRESS': f'127.0.0.1:{port}', **(env or {})}
+      args = [sys.executable, os.path.join(REPO, 'experiments', 'fashion_mnist.py'),
+              f'--workdir={workdir}',
+              *[f'--config.{k}={v}' for k, v in overrides.items()],
+              f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
+              f'--process_id={pid}', *extra_args]
+      out, err = (os.path.join(logdir, f'p{pid}.{s}') for s in ('out', 'err'))
+      self.logs.append((out, err))
+      with open(out, 'w') as fo, open(err, 'w') as fe:
+        # Own session: the finally below can kill each one's whole group.
+        self.procs.append(subprocess.Popen(args, stdout=fo, stderr=fe, env=env_p,
+                                           cwd=REPO, start_new_session=True))
+
+  def stdout(self, pid):
+    with open(self.logs[pid][0]) as f:
+      return f.read()
+
+  def stderr(self, pid):
+    with open(self.logs[pid][1]) as f:
+      return f.read()
+
+  def wait(self, timeout=PAIR_TIMEOUT_S):
+    deadline = time.time() + timeout
+    return [p.wait(timeout=max(1, deadline - time.time())) for p in self.procs]
+
+  def kill(self):
+    for p in self.procs:
+      if p.poll() is None:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+
+
+def run_pair(workdir, overrides, logdir, **kwargs):
+  os.makedirs(logdir, exist_ok=True)
+  pair = Pair(workdir, overrides, logdir, **kwargs)
+  try:
+    codes = pair.wait()
+  finally:
+    pair.kill()
+  for pid in range(2):
+    assert codes[pid] == 0, f'process {pid}:\n' + pair.stderr(pid)[-3000:]
+  return pair
+
+
+def final_line(text):
+  return [l for l in text.splitlines() if l.startswith('final test accuracy')]
+
+
+def test_two_processes_match_one_process_and_resume(one_device_run, tmp_path, cache_env):
+  # Two processes × 2 devices run steps 0-4, stop, and a second pair resumes
+  # to step 8: the result must be the 1-process, 1-device run's.
+  workdir = tmp_path / 'shared'
+  first = run_pair(workdir, {**RANDOM, 'max_steps': 4}, tmp_path / 'first', env=cache_env)
+  assert '4 cpu device(s) in 2 process(es)' in first.stdout(0)
+  second = run_pair(workdir, {**RANDOM, 'max_steps': STEPS}, tmp_path / 'second',
+                    env=cache_env)
+  assert 'resuming at step 4' in second.stdout(0)
+  for pair in (first, second):
+    # Only process 0 reports progress; both reach the same end.
+    assert 'step ' not in pair.stdout(1) and 'eval at' not in pair.stdout(1)
+    assert final_line(pair.stdout(0)) == final_line(pair.stdout(1)) != []
+
+  one, two = train_losses(one_device_run), train_losses(workdir)
+  records = read_jsonl(workdir / 'metrics.jsonl')
+  assert [r['step'] for r in records if 'train/loss' in r] == [4, 8]  # one writer
+  print('max |loss difference|:', max(abs(one[s] - two[s]) for s in one))
+  np.testing.assert_allclose([two[s] for s in (4, 8)], [one[s] for s in (4, 8)],
+                             rtol=1e-4)
+  assert_same_model(one_device_run, workdir, STEPS)
+  # Evaluation saw every test image once, split across the two hosts.
+  final = json.loads((workdir / 'final_metrics.json').read_text())
+  reference = json.loads((one_device_run / 'final_metrics.json').read_text())
+  assert final['step'] == STEPS
+  assert final['test/examples'] == TINY['dataset.test_subset']
+  assert final['test/loss'] == pytest.approx(reference['test/loss'], rel=1e-4)
+
+
+@pytest.mark.parametrize('victim,sig', [(1, signal.SIGKILL), (0, signal.SIGKILL),
+                                        (1, signal.SIGSTOP)],
+                         ids=['worker_dies', 'coordinator_dies', 'worker_hangs'])
+def test_a_dead_peer_stops_the_other_quickly(victim, sig, tmp_path, cache_env):
+  # Kill (or freeze: no socket closes, only the heartbeat can tell) one process
+  # mid-run: the survivor must exit with a clear error within a bounded time,
+  # not wait forever in a collective.
+  heartbeat_s = 10
+  # RANDOM: the same programs as the pair above, so they come from the cache.
+  pair = Pair(tmp_path / 'w', {**RANDOM, 'num_epochs': 1000.0}, tmp_path,
+              extra_args=[f'--heartbeat_timeout_s={heartbeat_s}'], env=cache_env)
+  survivor = 1 - victim
+  try:
+    deadline = time.time() + PAIR_TIMEOUT_S
+    while 'step 4/' not in pair.stdout(0):  # Training is under way on both.
+      assert all(p.poll() is None for p in pair.procs), pair.stderr(0)[-3000:]
+      assert time.time() < deadline, 'the pair never started training'
+      time.sleep(0.5)
+    killed_at = time.time()
+    os.kill(pair.procs[victim].pid, sig)
+    try:
+      code = pair.procs[survivor].wait(timeout=90)
+    except subprocess.TimeoutExpired:
+      pytest.fail(f'the surviving process still runs 90 s after its peer got {sig.name}')
+    took = time.time() - killed_at
+  finally:
+    pair.kill()
+  print(f'process {survivor} exited with {code} {took:.1f} s after process {victim} '
+        f'got {sig.name}')
+  assert code != 0
+  assert took < 3 * heartbeat_s + 30
+  err = pair.stderr(survivor)
+  # Ours (a collective failed) or JAX's (the heartbeat check fired first).
+  assert ('If another process of this run died' in err
+          or 'This most likely indicates that another task died' in err), err[-3000:]
+
+
+def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path, cache_env):
+  # A maintenance event may reach one host first. All processes must agree on
+  # the step to stop at (JAX's preemption sync point), write one checkpoint
+  # there together and exit cleanly, not leave the other in a collective.
+  workdir = tmp_path / 'w'
+  pair = Pair(workdir, {**RANDOM, 'num_epochs': 1000.0}, tmp_path, env=cache_env)
+  try:
+    deadline = time.time() + PAIR_TIMEOUT_S
+    while 'step 4/' not in pair.stdout(0):
+      assert all(p.poll() is None for p in pair.procs), pair.stderr(0)[-3000:]
+      assert time.time() < deadline, 'the pair never started training'
+      time.sleep(0.5)
+    os.kill(pair.procs[1].pid, signal.SIGTERM)
+    codes = pair.wait(timeout=120)
+  finally:
+    pair.kill()
+  for pid in range(2):
+    assert codes[pid] == 0, f'process {pid}:\n' + pair.stderr(pid)[-3000:]
+  stopped = [[l for l in pair.stdout(pid).splitlines() if '(preempted)' in l]
+             for pid in range(2)]
+  assert len(stopped[0]) == 1 and stopped[0] == stopped[1], stopped
+  step = int(stopped[0][0].split('stopped at step ')[1].split()[0])
+  assert (workdir / 'checkpoints' / str(step)).is_dir()

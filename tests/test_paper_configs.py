@@ -1,0 +1,106 @@
+"""Every experiment config is the paper's setup and trains one step on mock data."""
+
+import glob
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from conftest import REPO
+from nin_jax import imagenet_input, input_pipeline, models, presets, train
+
+CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(
+    os.path.join(REPO, 'experiments', 'configs', '*.py')))
+
+
+def get_config(name):
+  spec = importlib.util.spec_from_file_location(
+      name, os.path.join(REPO, 'experiments', 'configs', f'{name}.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def test_every_paper_row_has_a_config():
+  for name in ('cifar10', 'cifar10_noaug', 'cifar100', 'svhn', 'mnist', 'imagenet',
+               'cifar10_modern', 'fashion_mnist'):
+    assert name in CONFIGS
+
+
+def test_cifar10_is_the_authors_setup():
+  c = get_config('cifar10')
+  assert (c.model.preset, c.model.init, c.model.batch_norm, c.model.dropout_rate) == (
+      'cifar10', 'paper', False, 0.5)
+  assert (c.optim.batch_size, c.optim.learning_rate, c.optim.momentum) == (128, 0.1, 0.9)
+  assert (c.optim.bias_lr_mult, c.optim.last_layer_lr_mult, c.optim.weight_decay) == (
+      2.0, 0.1, 1e-4)
+  assert tuple(c.optim.decay_epochs) == (200.0, 230.0) and c.num_epochs == 260.0
+  assert c.dataset.preprocessing == 'gcn_zca'
+  assert (c.dataset.gcn_scale, c.dataset.zca_filter_bias) == (55.0, 0.1)
+  assert c.augment.flip and c.augment.translate > 0
+  noaug = get_config('cifar10_noaug')
+  assert not noaug.augment.flip and noaug.augment.translate == 0
+
+
+def test_imagenet_is_the_zoo_solver_with_linear_scaling():
+  c = get_config('imagenet')
+  assert (c.optim.batch_size, c.optim.reference_batch_size, c.optim.learning_rate) == (
+      64, 64, 0.01)
+  assert c.optim.weight_decay == 5e-4
+  # 200k and 400k of 450k iterations at batch 64 on 1,281,167 images.
+  steps_per_epoch = 1_281_167 // 64
+  assert round(c.optim.decay_epochs[0] * steps_per_epoch, -4) == 200_000
+  assert round(c.num_epochs * steps_per_epoch, -4) == 450_000
+  assert models.count_params(
+      models.NIN(presets.get_preset(c.model.preset), rngs=__import__('flax').nnx.Rngs(0))
+  ) == 7_595_176
+
+
+@pytest.fixture(scope='module')
+def zca_cache(tmp_path_factory):
+  # Shared so configs on the same (mock) dataset fit ZCA once, as real runs do.
+  return str(tmp_path_factory.mktemp('zca_cache'))
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_config_trains_one_step_on_mock_data(name, tmp_path, zca_cache):
+  config = get_config(name)
+  config.optim.batch_size = 8
+  config.eval_batch_size = 8
+  config.max_steps = 1
+  config.write_plots = False
+  config.dataset.cache_dir = zca_cache
+  if config.dataset.name == 'imagenet2012':
+    config.optim.batch_size = config.eval_batch_size = 2
+    config.model.width_multiplier = 0.125  # the full net is checked above; keep CI fast
+  if config.dataset.source == 'idx':
+    config.dataset.train_subset, config.dataset.test_subset = 64, 20
+  with tfds.testing.mock_data(num_examples=24):
+    result = train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert result['step'] == 1
+  assert np.isfinite(result['test/loss'])
+  assert result['test/examples'] == (20 if config.dataset.source == 'idx' else 24)
+
+
+def test_imagenet_pipeline_crops_mirrors_and_subtracts_the_mean():
+  with tfds.testing.mock_data(num_examples=10):
+    data = imagenet_input.ImageNetData(None, crop=227)
+    batch = next(data.train_batches(4, seed=0))
+    again = next(data.train_batches(4, seed=0))
+    later = next(data.train_batches(4, seed=0, start_step=1))
+    eval_batches = list(data.eval_batches(4))
+  assert batch['image'].shape == (4, 227, 227, 3) and batch['image'].dtype == np.float32
+  np.testing.assert_array_equal(batch['image'], again['image'])  # seeded
+  assert not np.array_equal(batch['label'], later['label']) or not np.array_equal(
+      batch['image'], later['image'])
+  assert batch['image'].min() >= -124 and batch['image'].max() <= 255 - 104
+  # 10 validation images in batches of 4: 4 + 4 + 2 (padded, masked).
+  assert [int(b['mask'].sum()) for b in eval_batches] == [4, 4, 2]
+
+
+def test_imagenet_missing_is_a_clear_error(tmp_path):
+  from nin_jax import datasets
+  with pytest.raises(datasets.DatasetError, match='manual_dir'):
+    imagenet_input.ImageNetData(str(tmp_path))

@@ -1,0 +1,273 @@
+"""Preemption, crashes, numerical faults and damaged checkpoints lose nothing.
+
+Kill points are exact: `config.testing.pause_at_steps` (test-only) makes the
+run print 'TESTING: paused after step N' and SIGSTOP itself right after step N
+and the checkpoint save it starts; the test then SIGKILLs it there, or lets it
+go on with SIGCONT. Every restart is the same command.
+"""
+
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from conftest import REPO, TINY, read_jsonl, run_cli
+from nin_jax import checkpoint, train
+
+# Two epochs of 8 steps; checkpoints every 4 steps, eval every 8.
+RUN = {**TINY, 'max_steps': 16}
+PAUSES = '(4, 6, 10)'
+
+
+def leaves(tree):
+  import jax
+  return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def assert_same_state(workdir_a, workdir_b, step):
+  a, b = checkpoint.load_for_inspection(workdir_a, step), checkpoint.load_for_inspection(workdir_b, step)
+  for x, y in zip(leaves(a), leaves(b), strict=True):
+    np.testing.assert_array_equal(x, y)
+
+
+def comparable_records(workdir):
+  # Wall-clock fields differ between any two runs; everything else must not.
+  return [{k: v for k, v in r.items() if k not in ('time', 'train/images_per_s')}
+          for r in read_jsonl(os.path.join(workdir, 'metrics.jsonl'))]
+
+
+class Run:
+  """The CLI in a subprocess whose stdout is read line by line as it runs."""
+
+  def __init__(self, workdir, overrides, timeout=300):
+    args = [sys.executable, os.path.join(REPO, 'experiments', 'fashion_mnist.py'),
+            f'--workdir={workdir}'] + [f'--config.{k}={v}' for k, v in overrides.items()]
+    env = {**os.environ, 'PYTHONPATH': REPO, 'JAX_PLATFORMS': 'cpu',
+           'XLA_FLAGS': '--xla_force_host_platform_device_count=1'}
+    self.stderr_path = os.path.join(os.path.dirname(str(workdir)),
+                                    f'{os.path.basename(str(workdir))}.stderr')
+    self._stderr = open(self.stderr_path, 'w')
+    self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self._stderr,
+                                 text=True, env=env, cwd=REPO)
+    self.stdout = []
+    self._watchdog = threading.Timer(timeout, self.proc.kill)  # Never hang the suite.
+    self._watchdog.start()
+
+  def wait_for_pause(self):
+    """Reads stdout up to the next pause marker and waits until the process has
+    stopped itself; returns the step (None if it exited instead)."""
+    for line in self.proc.stdout:
+      self.stdout.append(line)
+      if line.startswith('TESTING: paused after step '):
+        # The marker is printed just before SIGSTOP: a SIGCONT sent in between
+        # would be lost, so wait for the stop itself.
+        deadline = time.time() + 60
+        while self._state() != 'T':
+          assert time.time() < deadline, 'the run printed the marker but did not stop'
+          time.sleep(0.01)
+        return int(line.split()[-1])
+    return None
+
+  def _state(self):
+    with open(f'/proc/{self.proc.pid}/stat') as f:
+      return f.read().rsplit(')', 1)[1].split()[0]
+
+  def resume(self):
+    os.kill(self.proc.pid, signal.SIGCONT)
+
+  def finish(self):
+    self.stdout += self.proc.stdout.readlines()
+    self.proc.wait()
+    self._watchdog.cancel()
+    self._stderr.close()
+    with open(self.stderr_path) as f:
+      self.stderr = f.read()
+    return self.proc.returncode
+
+  def kill(self):
+    self.proc.send_signal(signal.SIGKILL)
+    return self.finish()
+
+  @property
+  def text(self):
+    return ''.join(self.stdout)
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory):
+  """An uninterrupted run of the same command: what every recovery must reproduce."""
+  workdir = tmp_path_factory.mktemp('reference') / 'run'
+  proc = run_cli('fashion_mnist.py', workdir, RUN)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return str(workdir)
+
+
+def test_sigkill_at_three_points_then_resume_is_bit_identical(reference, tmp_path):
+  workdir = str(tmp_path / 'run')
+  ckpts = os.path.join(workdir, 'checkpoints')
+  command = {**RUN, 'testing.pause_at_steps': PAUSES}
+  kill_at = [4, 6, 10]
+  starts = []
+  while True:
+    run = Run(workdir, command)
+    while (step := run.wait_for_pause()) is not None and step not in kill_at:
+      run.resume()  # Already killed here in an earlier launch: go on.
+    if step is None:
+      assert run.finish() == 0, run.stderr[-3000:]
+      starts.append(run.text.split('at step ')[1].split()[0])
+      break
+    starts.append(run.text.split('at step ')[1].split()[0])
+    if step == 4:
+      # Killed while the step-4 checkpoint is being written: only Orbax's
+      # temporary directory exists, never a half-written `4/`.
+      assert glob.glob(os.path.join(ckpts, '4.orbax-checkpoint-tmp*'))
+      assert not os.path.exists(os.path.join(ckpts, '4'))
+    kill_at.remove(step)
+    assert run.kill() == -signal.SIGKILL
+    print(f'killed with SIGKILL after step {step}; checkpoints on disk: '
+          f'{sorted(os.listdir(ckpts))}')
+  print('each launch started at step', starts)
+  # The half-written step-4 save was discarded, so the second launch began
+  # from scratch; the others resumed from the newest complete checkpoint.
+  assert starts == ['0', '0', '4', '8']
+  assert kill_at == []
+  assert sorted(os.listdir(ckpts), key=int) == ['8', '12', '16']  # No temporary dirs left.
+  assert_same_state(reference, workdir, 16)
+  with open(os.path.join(reference, 'final_metrics.json')) as a, \
+       open(os.path.join(workdir, 'final_metrics.json')) as b:
+    assert json.load(a) == json.load(b)
+  # Records written after the checkpoint a launch resumed from were dropped at
+  # restart, so the log reads exactly like the uninterrupted run's.
+  assert comparable_records(workdir) == comparable_records(reference)
+
+
+def test_sigterm_saves_at_the_current_step_and_exits_cleanly(reference, tmp_path):
+  workdir = str(tmp_path / 'run')
+  command = {**RUN, 'testing.pause_at_steps': '(5,)'}
+  run = Run(workdir, command)
+  assert run.wait_for_pause() == 5
+  run.proc.send_signal(signal.SIGTERM)  # As a scheduler would; handled at once...
+  run.resume()
+  assert run.finish() == 0, run.stderr[-3000:]  # ...and step 6 is the last one.
+  assert 'stopped at step 6 (preempted); rerun the same command to resume' in run.text
+  assert 'preempted: checkpoint at step 6 written' in run.stderr
+  assert 'Traceback' not in run.stderr
+  assert os.path.isdir(os.path.join(workdir, 'checkpoints', '6'))
+  assert not os.path.exists(os.path.join(workdir, 'final_metrics.json'))
+
+  again = Run(workdir, command)
+  assert again.wait_for_pause() is None  # Step 5 is behind it.
+  assert again.finish() == 0, again.stderr[-3000:]
+  assert 'resuming at step 6 of 16' in again.text
+  assert_same_state(reference, workdir, 16)
+  # The stop logged steps 5-6 on their own, so train/ averages are grouped
+  # differently from the reference; the evaluations must be identical.
+  evals = lambda w: [r for r in comparable_records(w) if 'test/loss' in r]
+  assert evals(workdir) == evals(reference)
+
+
+def test_nan_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+  # Checkpoints every 2 steps but the loss is only logged every 8: the NaN at
+  # step 3 must still be caught before the step-4 save, not at the step-8 log.
+  workdir = tmp_path / 'run'
+  proc = run_cli('fashion_mnist.py', workdir, {
+      **TINY, 'max_steps': 8, 'log_every_steps': 8, 'checkpoint_every_steps': 2,
+      'testing.inject_nan_at_step': 3})
+  assert proc.returncode == 3, proc.stderr[-3000:]
+  assert 'error: loss or gradients became NaN/Inf at step 3; stopping.' in proc.stderr
+  assert 'The last good checkpoint (step 2)' in proc.stderr
+  assert 'Traceback' not in proc.stderr
+  assert os.listdir(workdir / 'checkpoints') == ['2']
+  assert all(np.isfinite(x).all() for x in leaves(checkpoint.load_for_inspection(str(workdir), 2)))
+
+
+# --- Damaged checkpoints ------------------------------------------------------
+
+def data_files(step_dir):
+  return sorted(glob.glob(os.path.join(step_dir, 'default', '**', 'd', '*'), recursive=True))
+
+
+def truncate_array_data(step_dir):
+  for f in data_files(step_dir):
+    os.truncate(f, os.path.getsize(f) // 2)
+
+
+def flip_bytes_in_array_data(step_dir):
+  # Same size, 16 bytes inverted: tensorstore itself reads this back silently.
+  f = max(data_files(step_dir), key=os.path.getsize)
+  with open(f, 'r+b') as fh:
+    fh.seek(os.path.getsize(f) // 2)
+    chunk = fh.read(16)
+    fh.seek(-len(chunk), os.SEEK_CUR)
+    fh.write(bytes(b ^ 0xFF for b in chunk))
+
+
+def cut_metadata(step_dir):
+  path = os.path.join(step_dir, 'default', '_METADATA')
+  with open(path, 'r+') as f:
+    f.truncate(os.path.getsize(path) // 2)
+
+
+@pytest.fixture(scope='module')
+def two_checkpoints(tmp_path_factory):
+  """A run stopped at step 8 with checkpoints at 4 and 8, and its step-8 state."""
+  workdir = tmp_path_factory.mktemp('two') / 'run'
+  train.train_and_evaluate(tiny(max_steps=8), str(workdir))
+  return str(workdir), leaves(checkpoint.load_for_inspection(str(workdir), 8))
+
+
+def tiny(**overrides):
+  sys.path.insert(0, REPO)
+  from experiments.configs import fashion_mnist
+  config = fashion_mnist.get_config()
+  for key, value in {**TINY, **overrides}.items():
+    *parents, leaf = key.split('.')
+    node = config
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config
+
+
+@pytest.mark.parametrize('damage', [truncate_array_data, flip_bytes_in_array_data,
+                                    cut_metadata], ids=lambda f: f.__name__)
+def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(
+    two_checkpoints, tmp_path, caplog, damage):
+  source, step8 = two_checkpoints
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(source, workdir)
+  damage(os.path.join(workdir, 'checkpoints', '8'))
+  result = train.train_and_evaluate(tiny(max_steps=8), workdir)
+  warnings = [r.getMessage() for r in caplog.records if r.levelname == 'WARNING']
+  assert any('checkpoint at step 8 cannot be read' in w and 'trying an older one' in w
+             for w in warnings), warnings
+  # Kept for inspection, out of the way; then steps 5-8 were trained again
+  # from step 4, to exactly the state that had been lost.
+  assert os.path.isdir(os.path.join(workdir, 'checkpoints', '8.corrupt-0'))
+  assert result['step'] == 8
+  for x, y in zip(step8, leaves(checkpoint.load_for_inspection(workdir, 8)), strict=True):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_no_readable_checkpoint_is_a_clear_error(two_checkpoints, tmp_path):
+  source, _ = two_checkpoints
+  workdir = tmp_path / 'run'
+  shutil.copytree(source, workdir)
+  truncate_array_data(str(workdir / 'checkpoints' / '8'))
+  cut_metadata(str(workdir / 'checkpoints' / '4'))
+  proc = run_cli('fashion_mnist.py', workdir, {**TINY, 'max_steps': 8})
+  assert proc.returncode == 2
+  assert 'checkpoint at step 8 cannot be read' in proc.stderr
+  assert 'checkpoint at step 4 cannot be read' in proc.stderr
+  assert (f'error: no readable checkpoint in {workdir}/checkpoints: steps [8, 4] '
+          'are damaged') in proc.stderr
+  assert 'Traceback' not in proc.stderr
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['4.corrupt-0', '8.corrupt-0']
