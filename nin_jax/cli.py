@@ -38,6 +38,9 @@ def _define_flags(default_config: str) -> None:
                       'does not auto-detect (TPU pods and SLURM are detected).')
   flags.DEFINE_integer('num_processes', 0, 'Processes in a multi-process run.')
   flags.DEFINE_integer('process_id', -1, 'This process in a multi-process run.')
+  flags.DEFINE_string('compilation_cache_dir', os.path.join('~', '.cache', 'nin_jax', 'xla'),
+                      "JAX's persistent compilation cache: a rerun or resume skips "
+                      "recompiling ('' = off).")
   flags.DEFINE_integer('heartbeat_timeout_s', 0,
                        'Multi-process: seconds after which a dead peer stops the '
                        'others (0 = JAX default).')
@@ -72,6 +75,10 @@ def _main(argv):
     # Orbax and TF log every save at INFO; the progress line is what matters.
     logging.set_verbosity(logging.WARNING)
   config = _loaded_config()
+  if FLAGS.compilation_cache_dir and not os.environ.get('JAX_COMPILATION_CACHE_DIR'):
+    import jax
+    jax.config.update('jax_compilation_cache_dir',
+                      os.path.expanduser(FLAGS.compilation_cache_dir))
   workdir = FLAGS.workdir or os.path.join(
       'workdirs', os.path.splitext(os.path.basename(config_flags.get_config_filename(FLAGS['config'])))[0])
   try:

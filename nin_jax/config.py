@@ -25,7 +25,7 @@ def base_config() -> ml_collections.ConfigDict:
       name='cifar10',
       source='tfds',            # 'tfds', or 'idx' for local MNIST-format files
       data_dir='',              # TFDS data_dir ('' = TFDS default)
-      idx_dir='/usr/share/datasets/fashion-mnist',
+      idx_dir='',               # IDX files ('' = Debian's Fashion-MNIST, for fashion_mnist only)
       preprocessing='standardize',  # standardize | gcn_zca | lcn | none
       gcn_scale=55.0,
       zca_filter_bias=0.1,

@@ -4,9 +4,15 @@ in its own directory, tabled with test error, parameter counts and the
 train-test gap, and plotted together."""
 
 import csv
+import io
 import json
+import os
+import sys
 
-from conftest import TINY, run_cli
+import pytest
+
+from conftest import REPO, TINY, run_cli
+from nin_jax import ablation, sweeps
 
 BASE = {**TINY, 'max_steps': 2}
 
@@ -50,8 +56,21 @@ def test_three_heads_same_run_otherwise_tabled_and_plotted(tmp_path):
 
   # Rerunning skips the finished variants and rewrites the same table; rerunning
   # with other settings into the same directory is refused before anything runs.
-  again = ablation_cli(tmp_path, '--fc_dropout=0.3')
-  assert again.returncode == 0 and again.stdout.count('finished before, skipped') == 3
-  other = ablation_cli(tmp_path, '--fc_dropout=0.5')
-  assert other.returncode == 2 and 'holds a trial with other overrides' in other.stderr
-  assert 'skipped' not in other.stdout and 'Traceback' not in other.stderr
+  # (In process, as experiments/ablation_head.py calls it: nothing trains here.)
+  not_done, out = ablation_main(tmp_path, fc_dropout=0.3)
+  assert not_done == 0 and out.count('finished before, skipped') == 3
+  with pytest.raises(sweeps.SweepError, match='holds a trial with other overrides'):
+    ablation_main(tmp_path, fc_dropout=0.5)
+
+
+def ablation_main(workdir, fc_dropout):
+  sys.path.insert(0, REPO)
+  from experiments.configs import fashion_mnist
+  config = sweeps.apply_overrides(fashion_mnist.get_config(), BASE)
+  out = io.StringIO()
+  not_done = ablation.main(
+      config=config, config_path=os.path.join(REPO, 'experiments', 'configs', 'fashion_mnist.py'),
+      workdir=str(workdir), argv=[f'--config.{k}={v}' for k, v in BASE.items()],
+      trainer=os.path.join(REPO, 'experiments', 'fashion_mnist.py'), fc_dropout=fc_dropout,
+      dry_run=False, report_only=False, stream=out)
+  return not_done, out.getvalue()

@@ -19,7 +19,8 @@ FASHION_DIR = '/usr/share/datasets/fashion-mnist'
 
 def test_registry_facts():
   assert set(DATASETS) == {'cifar10', 'cifar100', 'svhn_cropped', 'mnist',
-                           'fashion_mnist'}
+                           'fashion_mnist', 'imagenet2012'}
+  assert DATASETS['imagenet2012'].num_examples == {'train': 1281167, 'test': 50000}
   assert DATASETS['cifar10'].num_examples == {'train': 50000, 'test': 10000}
   assert DATASETS['cifar100'].num_classes == 100
   assert DATASETS['svhn_cropped'].num_examples == {'train': 73257,
@@ -38,7 +39,7 @@ def test_registry_facts():
 # ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize('name', sorted(DATASETS))
+@pytest.mark.parametrize('name', sorted(set(DATASETS) - set(datasets.STREAMED)))
 def test_tfds_mock_loads_every_dataset(name, tmp_path):
   tfds = pytest.importorskip('tensorflow_datasets')
   info = DATASETS[name]
@@ -257,3 +258,8 @@ def test_unknown_split_lists_choices():
 
 def test_dataset_error_is_value_error():
   assert issubclass(DatasetError, ValueError)
+
+
+def test_imagenet_is_streamed_not_loaded_whole():
+  with pytest.raises(DatasetError, match='streamed'):
+    load_arrays('imagenet2012', 'train')
