@@ -26,22 +26,24 @@ TINY = {
 }
 
 
+def make_tiny_config(**overrides):
+  """The Fashion-MNIST quickstart config shrunk by TINY (plus any overrides), locked."""
+  sys.path.insert(0, REPO)
+  from experiments.configs import fashion_mnist
+  config = fashion_mnist.get_config()
+  for key, value in {**TINY, **overrides}.items():
+    *parents, leaf = key.split('.')
+    node = config
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  config.lock()
+  return config
+
+
 @pytest.fixture
 def tiny_config():
-  """The Fashion-MNIST quickstart config shrunk by TINY (plus any overrides)."""
-  def make(**overrides):
-    sys.path.insert(0, REPO)
-    from experiments.configs import fashion_mnist
-    config = fashion_mnist.get_config()
-    for key, value in {**TINY, **overrides}.items():
-      *parents, leaf = key.split('.')
-      node = config
-      for p in parents:
-        node = node[p]
-      node[leaf] = value
-    config.lock()
-    return config
-  return make
+  return make_tiny_config
 
 
 def run_cli(script, workdir, overrides=(), *, devices=1, extra_args=(), env=None,

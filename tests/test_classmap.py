@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from conftest import run_cli
+from conftest import make_tiny_config, run_cli
 from nin_jax import checkpoint, classmap, train
 
 
@@ -38,20 +38,7 @@ def trained(tmp_path_factory):
 
 
 def tiny_config_fn():
-  import os
-  import sys
-  from conftest import TINY
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  from experiments.configs import fashion_mnist
-  config = fashion_mnist.get_config()
-  for key, value in TINY.items():
-    *parents, leaf = key.split('.')
-    node = config
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  config.lock()
-  return config
+  return make_tiny_config()
 
 
 def reference_model(workdir, config):

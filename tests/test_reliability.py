@@ -19,7 +19,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO, TINY, read_jsonl, run_cli
+from conftest import REPO, TINY, make_tiny_config, read_jsonl, run_cli
 from nin_jax import checkpoint, train
 
 # Two epochs of 8 steps; checkpoints every 4 steps, eval every 8.
@@ -224,17 +224,7 @@ def two_checkpoints(tmp_path_factory):
   return str(workdir), leaves(checkpoint.load_for_inspection(str(workdir), 8))
 
 
-def tiny(**overrides):
-  sys.path.insert(0, REPO)
-  from experiments.configs import fashion_mnist
-  config = fashion_mnist.get_config()
-  for key, value in {**TINY, **overrides}.items():
-    *parents, leaf = key.split('.')
-    node = config
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
+tiny = make_tiny_config
 
 
 @pytest.mark.parametrize('damage', [truncate_array_data, flip_bytes_in_array_data,
