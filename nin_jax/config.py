@@ -107,6 +107,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   check(d.name in datasets.DATASETS, 'dataset.name',
         f'unknown dataset; choose one of {sorted(datasets.DATASETS)}')
   check(d.source in ('tfds', 'idx'), 'dataset.source', "choose 'tfds' or 'idx'")
+  check(not (d.on_device and d.name in datasets.STREAMED), 'dataset.on_device',
+        f'{d.name} is streamed; only in-memory datasets can live on the device')
   check(d.preprocessing in input_pipeline.PREPROCESSINGS, 'dataset.preprocessing',
         f'choose one of {input_pipeline.PREPROCESSINGS}')
   check(d.train_subset >= 0 and d.test_subset >= 0, 'dataset.train_subset',

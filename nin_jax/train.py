@@ -269,9 +269,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   sums = dp.replicate(zero_train_sums())
   last_eval: dict[str, float] = {}
   on_device = config.dataset.on_device
-  if on_device and not isinstance(data, input_pipeline.InMemoryData):
-    raise ValueError(f'config.dataset.on_device=True needs an in-memory dataset; '
-                     f'{config.dataset.name} is streamed')
   # Small datasets fit in device memory: the host then sends only indices.
   device_data = dp.replicate({'image': data.train_images, 'label': data.train_labels}
                              ) if on_device else None

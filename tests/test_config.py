@@ -81,9 +81,12 @@ def test_unknown_key_or_wrong_type_is_refused(tmp_path, override, message):
     ('dataset.name', 'imagenet21k', 'unknown dataset'),
     ('optim.schedule', 'linear', 'choose one of'),
     ('model.dtype', 'float16', 'choose one of'),
+    ('dataset.on_device', True, 'streamed'),
 ])
 def test_validation_names_the_field(field, value, message):
   config = config_lib.base_config()
+  if field == 'dataset.on_device':
+    config.dataset.name = 'imagenet2012'
   group, leaf = field.split('.')
   config[group][leaf] = value
   with pytest.raises(ValueError, match=f'config.{field}') as error:
