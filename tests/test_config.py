@@ -34,11 +34,17 @@ def test_every_config_is_valid_and_documented(path):
     assert set(config[group].keys()) == set(base[group].keys()), group
 
 
-@pytest.mark.parametrize('path', CONFIG_FILES, ids=os.path.basename)
+SWEPT_CONFIG_FILES = [p for p in CONFIG_FILES if 'def sweep(' in open(p).read()]
+
+
+def test_the_main_configs_have_sweeps():
+  names = {os.path.basename(p) for p in SWEPT_CONFIG_FILES}
+  assert {'cifar10.py', 'fashion_mnist.py', 'imagenet.py'} <= names
+
+
+@pytest.mark.parametrize('path', SWEPT_CONFIG_FILES, ids=os.path.basename)
 def test_sweeps_name_existing_fields(path):
   module = load_config_module(path)
-  if not hasattr(module, 'sweep'):
-    pytest.skip('config has no sweep')
   config = module.get_config()
   trials = list(module.sweep())
   assert trials
