@@ -12,10 +12,10 @@ ablation_curves.png. See nin_jax/ablation.py.
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from nin_jax import ablation, cli, sweeps
+from nin_jax import ablation, sweeps
 
 FLAGS = flags.FLAGS
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -35,28 +35,14 @@ def _define_flags():
   flags.mark_flag_as_required('workdir')
 
 
-def _main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+def _run() -> int:
   config_path = config_flags.get_config_filename(FLAGS['config'])
-  try:
-    not_done = ablation.main(
-        config=FLAGS.config, config_path=config_path, workdir=FLAGS.workdir,
-        argv=sys.argv[1:], fc_dropout=FLAGS.fc_dropout, dry_run=FLAGS.dry_run,
-        report_only=FLAGS.report_only,
-        trainer=FLAGS.trainer or sweeps.default_trainer(config_path, HERE))
-  except (sweeps.SweepError, *cli.USER_ERRORS) as e:
-    print(f'error: {e}', file=sys.stderr, flush=True)
-    sys.exit(2)
-  if not_done:
-    print(f'{not_done} variant(s) failed or did not finish; rerun the same command to retry.')
-    sys.exit(1)
+  return ablation.main(
+      config=FLAGS.config, config_path=config_path, workdir=FLAGS.workdir,
+      argv=sys.argv[1:], fc_dropout=FLAGS.fc_dropout, dry_run=FLAGS.dry_run,
+      report_only=FLAGS.report_only,
+      trainer=FLAGS.trainer or sweeps.default_trainer(config_path, HERE))
 
 
 if __name__ == '__main__':
-  try:
-    _define_flags()
-  except (AttributeError, KeyError, TypeError, ValueError) as e:
-    print(f'error: bad --config override: {e}', file=sys.stderr, flush=True)
-    sys.exit(2)
-  app.run(_main, flags_parser=sweeps.parse_flags_or_exit)
+  sweeps.run_command(_define_flags, _run, 'variant')

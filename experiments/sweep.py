@@ -11,10 +11,10 @@ trials and resumes an interrupted one. --dry_run prints each trial's command.
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from nin_jax import cli, sweeps
+from nin_jax import sweeps
 
 FLAGS = flags.FLAGS
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -32,28 +32,14 @@ def _define_flags():
   flags.mark_flag_as_required('workdir')
 
 
-def _main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+def _run() -> int:
   config_path = config_flags.get_config_filename(FLAGS['config']) if FLAGS.config else None
-  try:
-    not_done = sweeps.main(
-        config=FLAGS.config, config_path=config_path, workdir=FLAGS.workdir,
-        argv=sys.argv[1:], metric=FLAGS.metric, dry_run=FLAGS.dry_run,
-        report_only=FLAGS.report_only,
-        trainer=FLAGS.trainer or sweeps.default_trainer(config_path or '', HERE))
-  except (sweeps.SweepError, *cli.USER_ERRORS) as e:
-    print(f'error: {e}', file=sys.stderr, flush=True)
-    sys.exit(2)
-  if not_done:
-    print(f'{not_done} trial(s) failed or did not finish; rerun the same command to retry them.')
-    sys.exit(1)
+  return sweeps.main(
+      config=FLAGS.config, config_path=config_path, workdir=FLAGS.workdir,
+      argv=sys.argv[1:], metric=FLAGS.metric, dry_run=FLAGS.dry_run,
+      report_only=FLAGS.report_only,
+      trainer=FLAGS.trainer or sweeps.default_trainer(config_path or '', HERE))
 
 
 if __name__ == '__main__':
-  try:
-    _define_flags()
-  except (AttributeError, KeyError, TypeError, ValueError) as e:
-    print(f'error: bad --config override: {e}', file=sys.stderr, flush=True)
-    sys.exit(2)
-  app.run(_main, flags_parser=sweeps.parse_flags_or_exit)
+  sweeps.run_command(_define_flags, _run, 'trial')

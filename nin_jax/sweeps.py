@@ -608,3 +608,32 @@ def main(*, config, config_path: str | None, workdir: str, argv: Sequence[str],
   print(read_text(paths['md']), file=stream)
   print(f'wrote {paths["md"]}, {paths["csv"]}, {paths["png"]}', file=stream)
   return sum(s != DONE for s in statuses.values())
+
+
+def run_command(define_flags: Callable[[], None], run: Callable[[], int],
+                unit: str) -> None:
+  """The __main__ of experiments/sweep.py and ablation_head.py.
+
+  Defines the flags, runs `run()` (which returns how many `unit`s did not
+  finish), and turns user errors into one `error: …` line with exit status 2.
+  """
+  from absl import app
+  from nin_jax import cli
+  try:
+    define_flags()
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    print(f'error: bad --config override: {e}', file=sys.stderr, flush=True)
+    sys.exit(2)
+
+  def main(argv):
+    if len(argv) > 1:
+      raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    try:
+      not_done = run()
+    except (SweepError, *cli.USER_ERRORS) as e:
+      print(f'error: {e}', file=sys.stderr, flush=True)
+      sys.exit(2)
+    if not_done:
+      print(f'{not_done} {unit}(s) failed or did not finish; rerun the same command to retry.')
+      sys.exit(1)
+  app.run(main, flags_parser=parse_flags_or_exit)
