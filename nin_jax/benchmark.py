@@ -13,6 +13,7 @@ measured under the same machine load.
 from __future__ import annotations
 
 import functools
+import os
 import statistics
 import time
 
@@ -73,6 +74,7 @@ def train_step_throughput(config: ml_collections.ConfigDict, *, steps: int = 10,
       'preset': config.model.preset, 'batch_size': batch,
       'dtype': config.model.dtype,
       'conv_impl': models.resolve_conv_impl(config.model.conv_impl),
+      'xla_flags': os.environ.get('XLA_FLAGS', ''),
       'compile_s': compile_s, 'step_time_s_median': step_s,
       'images_per_s': images_per_s,
       'train_gflop_per_image': flops_per_image / 1e9,

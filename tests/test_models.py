@@ -88,6 +88,41 @@ def test_max_and_avg_pool_values_at_the_clipped_edge():
   np.testing.assert_allclose(av, [[5.0, 6.5], [11.0, 12.5]])
 
 
+@pytest.mark.parametrize('shape, window, stride', [
+    ((2, 32, 32, 5), 3, 2),   # NIN-CIFAR's pools: 32 → 16, clipped last window
+    ((2, 13, 13, 4), 3, 2),   # ImageNet's last pool: 13 → 6
+    ((2, 9, 11, 3), 2, 2),
+    ((2, 10, 10, 3), 3, 3),
+    ((2, 8, 8, 2), 3, 1),
+])
+def test_slice_max_pool_gradient_equals_select_and_scatter(shape, window, stride):
+  # ReLU zeros and a grid of equal positives make ties: both must send the
+  # gradient to the first maximum of each window.
+  x = jnp.maximum(jax.random.normal(jax.random.key(0), shape), 0.0)
+  x = x.at[:, ::2, ::2].set(1.0)
+  ref = models.pool2d(x, 'max', window, stride)
+  weights = jnp.arange(1.0, ref.size + 1).reshape(ref.shape)
+
+  def loss(x, slice_grad):
+    return jnp.sum(models.pool2d(x, 'max', window, stride, slice_grad=slice_grad) * weights)
+
+  np.testing.assert_array_equal(models.pool2d(x, 'max', window, stride, slice_grad=True), ref)
+  grad = jax.jit(jax.grad(loss), static_argnums=1)
+  np.testing.assert_array_equal(grad(x, True), grad(x, False))
+
+
+def test_dropout_drops_at_the_rate_and_rescales():
+  x = jnp.ones((64, 16, 16, 24))
+  for rate in (0.5, 0.3):
+    y = models.dropout(x, rate, jax.random.key(0))
+    kept = y != 0
+    assert abs(float(kept.mean()) - (1 - rate)) < 0.01
+    np.testing.assert_allclose(y[kept], 1 / (1 - rate), rtol=1e-6)
+  np.testing.assert_array_equal(models.dropout(x, 0.5, jax.random.key(0)),
+                                models.dropout(x, 0.5, jax.random.key(0)))
+  assert models.dropout(x, 0.0, jax.random.key(0)) is x
+
+
 def test_gap_head_is_the_mean_of_the_last_maps():
   model = models.NIN(presets.scaled(presets.mnist(), 0.25), rngs=nnx.Rngs(1))
   x = jax.random.normal(jax.random.key(0), (3, 28, 28, 1))
