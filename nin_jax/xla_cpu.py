@@ -1,12 +1,18 @@
 """XLA:CPU settings this project measured to matter, applied on import.
 
-jaxlib 0.10 hands convolutions to YNNPACK by default. YNNPACK's weight
-gradient of a 5×5 convolution is slow: NIN-CIFAR trains at 75 img/s with it
-and at 110 img/s when convolutions stay on XLA's Eigen kernels while dots and
-reductions still go to YNNPACK (2-core Xeon, batch 128; docs/benchmarks.md).
-The flags are read when the first backend starts, so this must run before any
-array exists; it is a no-op for GPU/TPU, and a value the user already put in
-XLA_FLAGS wins.
+  --xla_cpu_experimental_ynn_fusion_type=reduce
+      jaxlib 0.10 hands convolutions and dots to YNNPACK by default, and
+      YNNPACK's weight gradient of a 5×5 convolution is slow: NIN-CIFAR trains
+      at 90 img/s that way, 121–124 img/s with convolutions on XLA's Eigen
+      kernels, and 125–129 img/s with dots there too (they then need half the
+      transposes); reductions stay on YNNPACK.
+  --xla_cpu_enable_concurrency_optimized_scheduler=true
+      Schedules independent ops so they can overlap: +3–4% (three
+      alternating pairs of runs).
+(2-core Xeon, batch 128; docs/benchmarks.md.) XLA reads its flags when the
+first backend starts, so this must run before any array exists. The flags
+only concern the CPU backend, and a flag the user already put in XLA_FLAGS
+keeps the user's value.
 """
 
 from __future__ import annotations
@@ -14,19 +20,22 @@ from __future__ import annotations
 import os
 import warnings
 
-YNN_FUSION_FLAG = '--xla_cpu_experimental_ynn_fusion_type'
-YNN_FUSION_TYPES = 'dot,reduce'
+FLAGS = {
+    '--xla_cpu_experimental_ynn_fusion_type': 'reduce',
+    '--xla_cpu_enable_concurrency_optimized_scheduler': 'true',
+}
 
 
-def configure(environ=os.environ) -> bool:
-  """Adds the YNNPACK fusion flag to XLA_FLAGS; True if it was added."""
+def configure(environ=os.environ) -> list[str]:
+  """Adds FLAGS to XLA_FLAGS (except those already there); returns what it added."""
   flags = environ.get('XLA_FLAGS', '')
-  if YNN_FUSION_FLAG in flags:
-    return False
-  environ['XLA_FLAGS'] = f'{flags} {YNN_FUSION_FLAG}={YNN_FUSION_TYPES}'.strip()
+  added = [f'{name}={value}' for name, value in FLAGS.items() if name not in flags]
+  if not added:
+    return []
+  environ['XLA_FLAGS'] = ' '.join([flags, *added]).strip()
   from jax._src import xla_bridge  # Private, but the only way to ask.
   if environ is os.environ and xla_bridge.backends_are_initialized():
     warnings.warn('nin_jax was imported after JAX started its backends, so its XLA:CPU '
-                  f'setting ({YNN_FUSION_FLAG}={YNN_FUSION_TYPES}) does not apply; '
-                  'CPU training will be slower. Import nin_jax first.')
-  return True
+                  f'settings ({" ".join(added)}) do not apply; CPU training will be '
+                  'slower. Import nin_jax first.')
+  return added
