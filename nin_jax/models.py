@@ -11,8 +11,8 @@ The k×k convolution has three formulations, equal up to float rounding:
   'patches'  k×k as im2col from k² shifted slices then one matmul, 1×1 as
              matmul (fastest on XLA:CPU while it sent convolutions to
              YNNPACK; see xla_cpu.py);
-  'auto'     the fastest measured on each backend: 'matmul' on CPU (with
-             xla_cpu.py's flag), GPU and TPU.
+  'auto'     the fastest measured: 'matmul' on CPU (with xla_cpu.py's
+             flags); 'matmul' is also the usual formulation on GPU and TPU.
 On CPU the max-pool gradient is built from window slices instead of XLA's
 select-and-scatter, which XLA:CPU runs several times slower
 (`_max_pool_slice_grad`); elsewhere reduce_window's own gradient is used.
