@@ -10,6 +10,7 @@ each array's shards from the processes that hold them.
 from __future__ import annotations
 
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -40,11 +41,23 @@ class Checkpointer:
           f'cannot use checkpoint directory {self.directory}: {e}') from None
 
   def _open(self) -> ocp.CheckpointManager:
-    # cleanup_tmp_directories: a save cut short by a crash leaves a partial
-    # `<step>.orbax-checkpoint-tmp*` dir; it is never restored, and goes here.
-    options = ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True,
-                                           cleanup_tmp_directories=True)
+    self._remove_unfinished_saves()
+    options = ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True)
     return ocp.CheckpointManager(self.directory, options=options)
+
+  def _remove_unfinished_saves(self) -> None:
+    """Deletes the `<step>.orbax-checkpoint-tmp*` dirs of saves cut short by a crash.
+
+    Orbax never restores them. Its own cleanup (cleanup_tmp_directories) runs
+    in a background thread that is still listing this directory while
+    training starts; doing it here, before any save, leaves nothing racing.
+    Only process 0 deletes; no process can save before every process is here.
+    """
+    if jax.process_index() != 0 or not os.path.isdir(self.directory):
+      return
+    for name in os.listdir(self.directory):
+      if '.orbax-checkpoint-tmp' in name:
+        shutil.rmtree(os.path.join(self.directory, name))
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()

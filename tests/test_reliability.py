@@ -269,3 +269,20 @@ def test_no_readable_checkpoint_is_a_clear_error(two_checkpoints, tmp_path):
   frames = [l for l in proc.stderr.splitlines() if l.startswith('  File ')]
   assert not [l for l in frames if '/nin_jax/' in l or '/experiments/' in l], frames
   assert sorted(os.listdir(workdir / 'checkpoints')) == ['4.corrupt-0', '8.corrupt-0']
+
+
+def test_unfinished_saves_are_gone_before_the_checkpointer_returns(tmp_path, monkeypatch):
+  # A crash mid-save leaves `<step>.orbax-checkpoint-tmp*`. They are removed in
+  # the constructor, not by a thread still listing the directory while training
+  # starts (it raced with tfds.testing.mock_data's file-system patch in CI).
+  # A slow delete makes a background one visible.
+  rmtree = shutil.rmtree
+  monkeypatch.setattr(shutil, 'rmtree', lambda *a, **k: (time.sleep(0.5), rmtree(*a, **k)))
+  ckpts = tmp_path / 'run' / 'checkpoints'
+  leftover = ckpts / '4.orbax-checkpoint-tmp-1764000000'
+  (leftover / 'default').mkdir(parents=True)
+  (leftover / 'default' / 'data').write_bytes(b'\0' * 1024)
+  (ckpts / '3').mkdir()  # Not ours to judge here: restore decides.
+  checkpointer = checkpoint.Checkpointer(str(tmp_path / 'run'))
+  assert sorted(os.listdir(ckpts)) == ['3']
+  checkpointer.close()
