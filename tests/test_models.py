@@ -111,6 +111,31 @@ def test_slice_max_pool_gradient_equals_select_and_scatter(shape, window, stride
   np.testing.assert_array_equal(grad(x, True), grad(x, False))
 
 
+@pytest.mark.parametrize('chunks', [2, 4, 7])
+def test_chunked_weight_gradient_equals_the_plain_one(chunks):
+  # 2·6·5 = 60 pixels: 7 chunks do not divide them and become gcd(7, 60) = 1.
+  x = jax.random.normal(jax.random.key(0), (2, 6, 5, 8))
+  kernel = jax.random.normal(jax.random.key(1), (8, 3))
+  dy = jax.random.normal(jax.random.key(2), (2, 6, 5, 3))
+
+  def vjp(chunks):
+    y, pullback = jax.vjp(lambda x, k: models.channel_matmul(x, k, chunks), x, kernel)
+    return (y, *pullback(dy))
+
+  for got, want in zip(vjp(chunks), vjp(1), strict=True):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_cpu_weight_gradient_is_a_batched_matmul_over_chunks():
+  layer = models.ConvLayer(16, 8, 1, rngs=nnx.Rngs(0))
+  assert layer.weight_grad_chunks == (models.CPU_WEIGHT_GRAD_CHUNKS
+                                      if jax.default_backend() == 'cpu' else 1)
+  x = jnp.ones((8, 4, 4, 16))
+  loss = lambda kernel, x: jnp.sum(models.channel_matmul(x, kernel, 4) ** 2)
+  hlo = jax.jit(jax.grad(loss)).lower(jnp.ones((16, 8)), x).compile().as_text()
+  assert 'f32[4,16,8]' in hlo and 'lhs_batch_dims={0}' in hlo
+
+
 def test_dropout_drops_at_the_rate_and_rescales():
   x = jnp.ones((64, 16, 16, 24))
   for rate in (0.5, 0.3):
