@@ -124,10 +124,12 @@ def _chunked_weight_grad_matmul_bwd(chunks, residuals, dy):
   (c, d), rows = kernel.shape, math.prod(x.shape[:-1])
   chunks = math.gcd(chunks, rows)
   # A batched matmul, then the sum: contracting g and m together would be
-  # merged back into the one slow contraction.
+  # merged back into the one slow contraction. The partial sums stay float32
+  # under bfloat16 compute.
   dkernel = jnp.einsum('gmc,gmd->gcd', x.reshape(chunks, rows // chunks, c),
-                       dy.reshape(chunks, rows // chunks, d)).sum(0)
-  return dx, dkernel
+                       dy.reshape(chunks, rows // chunks, d),
+                       preferred_element_type=jnp.float32).sum(0)
+  return dx, dkernel.astype(kernel.dtype)
 
 
 _chunked_weight_grad_matmul.defvjp(_chunked_weight_grad_matmul_fwd,

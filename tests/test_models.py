@@ -126,6 +126,18 @@ def test_chunked_weight_gradient_equals_the_plain_one(chunks):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+def test_chunked_weight_gradient_in_bfloat16_keeps_the_kernel_dtype():
+  x = jax.random.normal(jax.random.key(0), (4, 8, 8, 16))
+  kernel = jax.random.normal(jax.random.key(1), (16, 8))
+  dy = jax.random.normal(jax.random.key(2), (4, 8, 8, 8))
+  _, pullback = jax.vjp(lambda k: models.channel_matmul(
+      x.astype(jnp.bfloat16), k, 4), kernel.astype(jnp.bfloat16))
+  (got,) = pullback(dy.astype(jnp.bfloat16))
+  assert got.dtype == jnp.bfloat16
+  want = jnp.einsum('nhwc,nhwd->cd', x, dy)
+  np.testing.assert_allclose(got.astype(jnp.float32), want, rtol=0.02, atol=0.2)
+
+
 def test_cpu_weight_gradient_is_a_batched_matmul_over_chunks():
   layer = models.ConvLayer(16, 8, 1, rngs=nnx.Rngs(0))
   assert layer.weight_grad_chunks == (models.CPU_WEIGHT_GRAD_CHUNKS
