@@ -148,7 +148,13 @@ class Pair:
 
   def wait(self, timeout=PAIR_TIMEOUT_S):
     deadline = time.time() + timeout
-    return [p.wait(timeout=max(1, deadline - time.time())) for p in self.procs]
+    try:
+      return [p.wait(timeout=max(1, deadline - time.time())) for p in self.procs]
+    except subprocess.TimeoutExpired:  # Say where each process was.
+      raise AssertionError(f'the pair did not exit within {timeout} s:\n' + '\n'.join(
+          f'--- process {pid} ({"running" if p.poll() is None else p.returncode}) '
+          f'stdout:\n{self.stdout(pid)[-1500:]}\n--- stderr:\n{self.stderr(pid)[-3000:]}'
+          for pid, p in enumerate(self.procs))) from None
 
   def kill(self):
     for p in self.procs:
@@ -252,7 +258,7 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path, cache_env)
       assert time.time() < deadline, 'the pair never started training'
       time.sleep(0.5)
     os.kill(pair.procs[1].pid, signal.SIGTERM)
-    codes = pair.wait(timeout=120)
+    codes = pair.wait()
   finally:
     pair.kill()
   for pid in range(2):
