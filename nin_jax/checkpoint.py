@@ -22,6 +22,21 @@ class CheckpointError(RuntimeError):
   """No checkpoint in the workdir could be restored."""
 
 
+class _CheckpointManager(ocp.CheckpointManager):
+  """Orbax's manager, minus its questions to JAX's preemption service.
+
+  Orbax asks `reached_preemption_sync_point(step)` whenever it saves, and
+  again from its finalize thread with the (older) step being finalized. The
+  service keeps only the last step it was told, and the processes agree on
+  a stop step from those: a stale step could make one process pick a step the
+  other had already passed, and the pair would hang. `train.Preemption` is
+  the only caller, once per step, from the train loop.
+  """
+
+  def reached_preemption(self, step: int) -> bool:
+    return False
+
+
 class Checkpointer:
   """Saves and restores one pytree (the train state) under workdir/checkpoints."""
 
@@ -43,7 +58,7 @@ class Checkpointer:
   def _open(self) -> ocp.CheckpointManager:
     self._remove_unfinished_saves()
     options = ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True)
-    return ocp.CheckpointManager(self.directory, options=options)
+    return _CheckpointManager(self.directory, options=options)
 
   def _remove_unfinished_saves(self) -> None:
     """Deletes the `<step>.orbax-checkpoint-tmp*` dirs of saves cut short by a crash.

@@ -286,3 +286,19 @@ def test_unfinished_saves_are_gone_before_the_checkpointer_returns(tmp_path, mon
   checkpointer = checkpoint.Checkpointer(str(tmp_path / 'run'))
   assert sorted(os.listdir(ckpts)) == ['3']
   checkpointer.close()
+
+
+def test_only_the_train_loop_asks_the_preemption_service(tmp_path, monkeypatch):
+  # JAX's preemption sync keeps the last step it was told. Orbax asked too,
+  # also from its finalize thread with an older step, which could make two
+  # processes agree on a stop step one of them had passed (a hang).
+  from jax.experimental import multihost_utils
+  asked = []
+  monkeypatch.setattr(multihost_utils, 'reached_preemption_sync_point',
+                      lambda step: asked.append(step) or False)
+  checkpointer = checkpoint.Checkpointer(str(tmp_path / 'run'))
+  for step in (1, 2):
+    checkpointer.save(step, {'w': np.arange(4.0)})
+  checkpointer.close()
+  assert sorted(os.listdir(tmp_path / 'run' / 'checkpoints')) == ['1', '2']
+  assert asked == []
