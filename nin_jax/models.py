@@ -111,11 +111,11 @@ def channel_matmul(x, kernel, weight_grad_chunks: int = 1):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _chunked_weight_grad_matmul(x, kernel, chunks):
-  return jnp.einsum('...c,cd->...d', x, kernel)
+  return channel_matmul(x, kernel)
 
 
 def _chunked_weight_grad_matmul_fwd(x, kernel, chunks):
-  return jnp.einsum('...c,cd->...d', x, kernel), (x, kernel)
+  return channel_matmul(x, kernel), (x, kernel)
 
 
 def _chunked_weight_grad_matmul_bwd(chunks, residuals, dy):
