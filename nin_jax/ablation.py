@@ -49,9 +49,9 @@ def param_counts(run_config) -> tuple[int, int]:
   """
   import jax
   from flax import nnx
-  from nin_jax import datasets, train
+  from nin_jax import datasets, steps
   info = datasets.DATASETS[run_config.dataset.name]
-  model = nnx.eval_shape(lambda: train.build_model(
+  model = nnx.eval_shape(lambda: steps.build_model(
       run_config.model, info.num_classes, info.image_shape, seed=0))
   params = nnx.state(model, nnx.Param)
   total = sum(x.size for x in jax.tree.leaves(params))

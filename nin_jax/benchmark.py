@@ -21,7 +21,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from nin_jax import input_pipeline, models, presets, sharding, train
+from nin_jax import input_pipeline, models, presets, sharding
+from nin_jax import steps as train_steps  # `steps` is a step count here
 
 
 def _input_shape_and_classes(config) -> tuple[tuple[int, int, int], int]:
@@ -36,12 +37,12 @@ def train_step_throughput(config: ml_collections.ConfigDict, *, steps: int = 10,
   batch = config.optim.batch_size
   dp.check_batch_size(batch)
   input_shape, num_classes = _input_shape_and_classes(config)
-  state, task = train.create_train_state(config, num_classes, input_shape,
+  state, task = train_steps.create_train_state(config, num_classes, input_shape,
                                          steps_per_epoch=1000, total_steps=100_000)
   state = dp.replicate(state)
-  sums = dp.replicate(train.zero_train_sums())
+  sums = dp.replicate(train_steps.zero_train_sums())
   rep, bat = dp.replicated, dp.batch
-  step_fn = jax.jit(functools.partial(train.train_step, task),
+  step_fn = jax.jit(functools.partial(train_steps.train_step, task),
                     in_shardings=(rep, rep, bat), out_shardings=(rep, rep),
                     donate_argnums=(0, 1))
   rng = np.random.default_rng(0)

@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from nin_jax import checkpoint, datasets, input_pipeline, train
+from nin_jax import checkpoint, datasets, input_pipeline, steps
 
 CLASS_NAMES = {
     'fashion_mnist': ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal',
@@ -69,7 +69,7 @@ def load_model(workdir: str, step: int | None = None):
   """(model, config, step): the run's NIN with the checkpoint's weights, in eval use."""
   config = load_config(workdir)
   info = datasets.DATASETS[config.dataset.name]
-  model = train.build_model(config.model, info.num_classes, info.image_shape,
+  model = steps.build_model(config.model, info.num_classes, info.image_shape,
                             seed=config.seed)
   restored = checkpoint.load_for_inspection(workdir, step)
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)

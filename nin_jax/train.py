@@ -1,157 +1,33 @@
-"""The train state, the compiled train and eval steps, and the loop.
+"""The train loop: data in, steps compiled once, logs, evals and checkpoints out.
 
 Data path: input pipeline (this process's rows, numpy) → `DataParallel.to_global`
-(one jax.Array sharded on the mesh's 'data' axis) → `train_step` (jit with
+(one jax.Array sharded on the mesh's 'data' axis) → `steps.train_step` (jit with
 explicit in/out shardings, donated state) → metric sums kept on device and
 fetched only at log intervals → writers.
 
 Everything random is a function of (seed, step): the data order
-(input_pipeline.train_indices), augmentation and dropout (keys folded from the
-seed with the step). A run resumed from a checkpoint at step k therefore
-continues exactly as if it had not stopped.
+(input_pipeline.train_indices), augmentation and dropout (nin_jax/steps.py).
+A run resumed from a checkpoint at step k therefore continues exactly as if
+it had not stopped.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import os
 import signal
 import time
-from typing import Any
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 from absl import logging
 from flax import nnx
 
-from nin_jax import augment as augment_lib
 from nin_jax import checkpoint as checkpoint_lib
 from nin_jax import config as config_lib
-from nin_jax import datasets, input_pipeline, metrics, models, optim, presets, sharding
-
-# Streams folded into the seed so dropout, augmentation and init never share keys.
-_INIT, _DROPOUT, _AUGMENT = 0, 1, 2
-
-
-@flax.struct.dataclass
-class TrainState:
-  """Everything a checkpoint holds: resume from it and nothing is lost."""
-  step: jax.Array
-  params: Any        # pure dict of nnx.Param values
-  batch_stats: Any   # pure dict of the model's other state (batch norm statistics)
-  opt_state: Any
-
-
-@dataclasses.dataclass(frozen=True)
-class Task:
-  """The static pieces a run compiles against."""
-  graphdef: Any
-  tx: optax.GradientTransformation
-  schedule: optax.Schedule
-  num_classes: int
-  config: ml_collections.ConfigDict
-
-
-def build_model(model_config, num_classes: int, input_shape, *, seed: int = 0) -> models.NIN:
-  """The NIN that config.model names, for `num_classes` and `input_shape` (H, W, C)."""
-  spec = presets.get_preset(model_config.preset)
-  if spec.num_classes != num_classes:
-    spec = presets.with_classes(spec, num_classes)
-  spec = presets.scaled(spec, model_config.width_multiplier)
-  return models.NIN(
-      spec, input_shape=input_shape, head=model_config.head,
-      fc_hidden=tuple(model_config.fc_hidden), fc_dropout=model_config.fc_dropout,
-      dropout_rate=model_config.dropout_rate, batch_norm=model_config.batch_norm,
-      init=model_config.init, conv_impl=model_config.conv_impl,
-      dtype=jnp.dtype(model_config.dtype),
-      rngs=nnx.Rngs(params=jax.random.fold_in(jax.random.key(seed), _INIT)))
-
-
-def create_train_state(config, num_classes: int, input_shape, steps_per_epoch: int,
-                       total_steps: int) -> tuple[TrainState, Task]:
-  model = build_model(config.model, num_classes, input_shape, seed=config.seed)
-  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  params, rest = nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
-  schedule = optim.learning_rate_schedule(config.optim, steps_per_epoch, total_steps)
-  tx = optim.create_optimizer(config.optim, model.param_roles(params), schedule)
-  state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                     batch_stats=rest, opt_state=tx.init(params))
-  return state, Task(graphdef, tx, schedule, num_classes, config)
-
-
-def _cross_entropy(logits, labels, num_classes: int, label_smoothing: float):
-  targets = jax.nn.one_hot(labels, num_classes)
-  if label_smoothing:
-    targets = optax.smooth_labels(targets, label_smoothing)
-  return optax.softmax_cross_entropy(logits, targets)
-
-
-def zero_train_sums():
-  return {'loss': jnp.zeros(()), 'correct': jnp.zeros(()), 'count': jnp.zeros(()),
-          'first_bad_step': jnp.full((), -1, jnp.int32)}
-
-
-def train_step(task: Task, state: TrainState, sums, batch, device_data=None):
-  """One SGD step on a global batch; adds its loss/accuracy to the on-device sums.
-
-  `batch` holds images and labels, or (with `device_data`, the whole training
-  split already on device) the indices of the rows to gather.
-  """
-  cfg = task.config
-  if device_data is not None:
-    batch = {k: device_data[k][batch['index']] for k in ('image', 'label')}
-  seed_key = jax.random.key(cfg.seed)
-  images = augment_lib.augment(
-      batch['image'], jax.random.fold_in(jax.random.fold_in(seed_key, _AUGMENT), state.step),
-      translate=cfg.augment.translate, flip=cfg.augment.flip)
-  dropout_key = jax.random.fold_in(jax.random.fold_in(seed_key, _DROPOUT), state.step)
-
-  def loss_fn(params, batch_stats):
-    # copy=True: a fresh module per trace, as jax.grad needs (flax#5050).
-    model = nnx.merge(task.graphdef, params, batch_stats, copy=True)
-    logits = model(images, train=True, dropout_key=dropout_key)
-    loss = _cross_entropy(logits, batch['label'], task.num_classes,
-                          cfg.optim.label_smoothing).mean()
-    if cfg.testing.inject_nan_at_step:  # Test-only fault (config.testing); not traced otherwise.
-      loss = loss * jnp.where(state.step + 1 == cfg.testing.inject_nan_at_step,
-                              jnp.nan, 1.0)
-    new_stats = nnx.to_pure_dict(nnx.state(model, nnx.Not(nnx.Param)))
-    return loss, (logits, new_stats)
-
-  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      state.params, state.batch_stats)
-  updates, opt_state = task.tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-
-  finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
-  bad_step = jnp.where((sums['first_bad_step'] < 0) & ~finite, state.step,
-                       sums['first_bad_step'])
-  n = batch['label'].shape[0]
-  sums = {'loss': sums['loss'] + loss * n,
-          'correct': sums['correct'] + jnp.sum(jnp.argmax(logits, -1) == batch['label']),
-          'count': sums['count'] + n,
-          'first_bad_step': bad_step}
-  state = TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
-                     opt_state=opt_state)
-  return state, sums
-
-
-def eval_step(task: Task, state: TrainState, batch):
-  """Masked sums of loss, top-1 and top-5 hits over one padded global batch."""
-  model = nnx.merge(task.graphdef, state.params, state.batch_stats, copy=True)
-  logits = model(batch['image'], train=False)
-  mask = batch['mask']
-  loss = _cross_entropy(logits, batch['label'], task.num_classes, 0.0)
-  top5 = jax.lax.top_k(logits, min(5, task.num_classes))[1]
-  return {'loss': jnp.sum(loss * mask),
-          'correct': jnp.sum((jnp.argmax(logits, -1) == batch['label']) * mask),
-          'correct_top5': jnp.sum(jnp.any(top5 == batch['label'][:, None], -1) * mask),
-          'count': jnp.sum(mask)}
+from nin_jax import datasets, input_pipeline, metrics, sharding, steps
 
 
 class Preemption:
@@ -221,7 +97,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     total_steps = min(total_steps, config.max_steps)
   eval_every = max(1, int(round(config.eval_every_epochs * steps_per_epoch)))
 
-  state, task = create_train_state(config, data.num_classes, data.image_shape,
+  state, task = steps.create_train_state(config, data.num_classes, data.image_shape,
                                    steps_per_epoch, total_steps)
   state = dp.replicate(state)
   checkpointer = checkpoint_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
@@ -245,9 +121,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   rep, bat = dp.replicated, dp.batch
   p_train_step = jax.jit(
-      functools.partial(train_step, task), in_shardings=(rep, rep, bat, rep),
+      functools.partial(steps.train_step, task), in_shardings=(rep, rep, bat, rep),
       out_shardings=(rep, rep), donate_argnums=(0, 1))
-  p_eval_step = jax.jit(functools.partial(eval_step, task),
+  p_eval_step = jax.jit(functools.partial(steps.eval_step, task),
                         in_shardings=(rep, bat), out_shardings=rep)
 
   def evaluate(state) -> dict[str, float]:
@@ -265,7 +141,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   progress = metrics.Progress(total_steps, steps_per_epoch, config.optim.batch_size,
                               start_step)
-  sums = dp.replicate(zero_train_sums())
+  sums = dp.replicate(steps.zero_train_sums())
   last_eval: dict[str, float] = {}
   on_device = config.dataset.on_device
   # Small datasets fit in device memory: the host then sends only indices.
@@ -302,7 +178,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         images_per_s = progress.report(step, scalars)
         writer.write(step, {**scalars, 'train/images_per_s': images_per_s,
                             'epoch': step / steps_per_epoch})
-        sums = dp.replicate(zero_train_sums())
+        sums = dp.replicate(steps.zero_train_sums())
       if step % eval_every == 0 or is_last:
         t0 = time.time()
         last_eval = evaluate(state)
@@ -354,7 +230,7 @@ def _check_model_fits(config) -> None:
   """
   info = datasets.DATASETS[config.dataset.name]
   try:
-    nnx.eval_shape(lambda: build_model(config.model, info.num_classes, info.image_shape))
+    nnx.eval_shape(lambda: steps.build_model(config.model, info.num_classes, info.image_shape))
   except ValueError as e:
     raise ValueError(
         f'config.model.preset={config.model.preset!r} does not fit '

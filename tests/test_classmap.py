@@ -6,7 +6,7 @@ import pytest
 from flax import nnx
 
 from conftest import make_tiny_config, run_cli
-from nin_jax import checkpoint, classmap, train
+from nin_jax import checkpoint, classmap, steps
 
 
 @pytest.fixture(scope='module')
@@ -21,7 +21,7 @@ def trained(tmp_path_factory):
   import jax.numpy as jnp
   config = tiny_config_fn()
   workdir = tmp_path_factory.mktemp('run')
-  state, _ = train.create_train_state(config, 10, (28, 28, 1), 8, 16)
+  state, _ = steps.create_train_state(config, 10, (28, 28, 1), 8, 16)
   leaves, treedef = jax.tree.flatten((state.params, state.batch_stats))
   keys = jax.random.split(jax.random.key(7), len(leaves))
   n_params = len(jax.tree.leaves(state.params))
@@ -43,7 +43,7 @@ def tiny_config_fn():
 
 def reference_model(workdir, config):
   """The checkpoint restored the way training resumes (not classmap's loader)."""
-  state, task = train.create_train_state(config, 10, (28, 28, 1), 8, 16)
+  state, task = steps.create_train_state(config, 10, (28, 28, 1), 8, 16)
   state = checkpoint.Checkpointer(str(workdir)).restore_latest(state)
   return nnx.merge(task.graphdef, state.params, state.batch_stats), state
 
@@ -69,7 +69,7 @@ def test_rendered_maps_are_the_checkpoints_class_maps(trained, tmp_path):
   assert np.all(np.diff(np.take_along_axis(result['probs'], result['top'], 1), axis=1) <= 0)
 
   # The checkpoint was loaded: the maps are not those of a freshly built model.
-  fresh = train.build_model(config.model, 10, (28, 28, 1), seed=config.seed)
+  fresh = steps.build_model(config.model, 10, (28, 28, 1), seed=config.seed)
   assert not np.allclose(np.asarray(fresh.class_maps(inputs)), result['maps'], atol=1e-4)
 
 
