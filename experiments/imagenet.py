@@ -1,8 +1,6 @@
-"""Train the Caffe-zoo ImageNet NIN. See experiments/configs/imagenet.py."""
+"""Train the Caffe-zoo ImageNet NIN. See nin_jax/configs/imagenet.py."""
 
-import os
-
-from nin_jax import cli
+from nin_jax import cli, configs
 
 if __name__ == '__main__':
-  cli.run(os.path.join(os.path.dirname(__file__), 'configs', 'imagenet.py'))
+  cli.run(configs.path('imagenet'))

@@ -5,7 +5,7 @@ on synthetic batches of the config's shape, so no dataset is needed:
 compile time, median step time, images/s, achieved TFLOP/s (from the model's
 own FLOP count, stated per image) and MFU against a peak given by the user.
 The input pipeline's images/s is measured separately on arrays of the same
-shape. With `compare_torch`, the PyTorch peer (benchmarks/torch_nin.py) runs
+shape. With `compare_torch`, the PyTorch peer (nin_jax/torch_nin.py) runs
 the same network in the same process right after, so the ratio of the two is
 measured under the same machine load.
 """
@@ -116,7 +116,7 @@ def compare(config: ml_collections.ConfigDict, *, steps: int = 10, warmup: int =
     result['peak_tflops'] = peak_tflops
     result['mfu'] = result['achieved_tflops'] / peak_tflops
   if compare_torch:
-    from benchmarks import torch_nin  # A benchmark-only dependency.
+    from nin_jax import torch_nin  # Imports torch: only with compare_torch.
     dtype = config.model.dtype
     peer = torch_nin.run_benchmark(
         preset='imagenet' if m.preset == 'imagenet' else 'cifar10',

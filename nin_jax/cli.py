@@ -1,10 +1,11 @@
 """The command line every experiment script shares.
 
-    python experiments/cifar10.py --workdir=/tmp/nin --config.optim.learning_rate=0.05
+    nin-train --config=cifar10 --workdir=gs://bucket/nin --config.optim.learning_rate=0.05
+    python experiments/cifar10.py --workdir=/tmp/nin        # the same, from a clone
 
-`--config` names a config file (the script's own by default); any field can be
-overridden with `--config.a.b=value`. Rerunning with the same --workdir resumes.
-User errors (a bad value, a missing dataset, unreadable checkpoints) end with a
+`--config` names a config file or a shipped config (nin_jax/configs/; the
+script's own by default); any field can be overridden with `--config.a.b=value`.
+Rerunning with the same --workdir resumes. User errors (a bad value, a missing dataset, unreadable checkpoints) end with a
 one-paragraph message and exit status 2, not a traceback.
 """
 
@@ -17,7 +18,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from nin_jax import checkpoint, datasets, sharding
+from nin_jax import accelerators, checkpoint, configs, datasets, sharding
 
 FLAGS = flags.FLAGS
 
@@ -44,15 +45,19 @@ def _define_flags(default_config: str) -> None:
   flags.DEFINE_integer('heartbeat_timeout_s', 0,
                        'Multi-process: seconds after which a dead peer stops the '
                        'others (0 = JAX default).')
+  flags.DEFINE_bool('allow_cpu', False,
+                    'Train on the CPU even though TPU chips or NVIDIA GPUs are '
+                    'present (by default that stops the run: jax lacks their backend).')
+
+
+def main() -> None:
+  """The `nin-train` console script: the quickstart config unless --config says."""
+  run(configs.path('fashion_mnist'))
 
 
 def run(default_config: str) -> None:
   """Entry point of experiments/*.py: parse flags, train, report."""
-  # Config files build on each other (`from experiments.configs import cifar10`),
-  # so the repository root must be importable however the script was started.
-  repo_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(default_config))))
-  if repo_root not in sys.path:
-    sys.path.insert(0, repo_root)
+  sys.argv[1:] = configs.expand_names(sys.argv[1:])
   try:
     # config_flags applies --config.* overrides here, while defining the flag.
     _define_flags(default_config)
@@ -85,6 +90,8 @@ def _main(argv):
     sharding.maybe_initialize_distributed(
         FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
         FLAGS.heartbeat_timeout_s)
+    if not FLAGS.allow_cpu:  # Before any data is loaded.
+      accelerators.check_backend(root=config.testing.hardware_root)
     result = train.train_and_evaluate(config, workdir)
   except USER_ERRORS as e:
     print(f'error: {e}', file=sys.stderr, flush=True)

@@ -1,6 +1,6 @@
 """The config schema: every field a run reads, its default, and its checks.
 
-Experiment configs (experiments/configs/*.py) start from `base_config()` and
+Experiment configs (nin_jax/configs/*.py) start from `base_config()` and
 override fields; the command line overrides any of them with
 `--config.a.b=value`. The dict is locked, so a misspelt key is an error, and
 ml_collections keeps each field's type, so `--config.optim.batch_size=abc` is
@@ -9,6 +9,8 @@ before anything is compiled.
 """
 
 from __future__ import annotations
+
+import os
 
 import ml_collections
 
@@ -83,6 +85,9 @@ def base_config() -> ml_collections.ConfigDict:
       # with SIGCONT. Earlier checkpoints are then on disk; one this step
       # started is still being written (a kill mid-save).
       pause_at_steps=(),
+      # Where the accelerator check (nin_jax/accelerators.py) looks for /dev
+      # and /proc: tests point it at a fake tree to simulate TPU/GPU hardware.
+      hardware_root='/',
       inject_nan_at_step=0,     # >0: this step's loss is multiplied by NaN
   ))
   return c
@@ -151,6 +156,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         'must be >= 0 (0 = off)')
   check(all(int(s) > 0 for s in config.testing.pause_at_steps),
         'testing.pause_at_steps', 'steps must be positive')
+  check(os.path.isdir(config.testing.hardware_root), 'testing.hardware_root',
+        'must be an existing directory')
 
 
 def _get(config, dotted: str):

@@ -28,8 +28,7 @@ TINY = {
 
 def make_tiny_config(**overrides):
   """The Fashion-MNIST quickstart config shrunk by TINY (plus any overrides), locked."""
-  sys.path.insert(0, REPO)
-  from experiments.configs import fashion_mnist
+  from nin_jax.configs import fashion_mnist
   config = fashion_mnist.get_config()
   for key, value in {**TINY, **overrides}.items():
     *parents, leaf = key.split('.')

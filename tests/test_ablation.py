@@ -7,7 +7,6 @@ import csv
 import io
 import json
 import os
-import sys
 
 import pytest
 
@@ -64,12 +63,11 @@ def test_three_heads_same_run_otherwise_tabled_and_plotted(tmp_path):
 
 
 def ablation_main(workdir, fc_dropout):
-  sys.path.insert(0, REPO)
-  from experiments.configs import fashion_mnist
+  from nin_jax.configs import fashion_mnist
   config = sweeps.apply_overrides(fashion_mnist.get_config(), BASE)
   out = io.StringIO()
   not_done = ablation.main(
-      config=config, config_path=os.path.join(REPO, 'experiments', 'configs', 'fashion_mnist.py'),
+      config=config, config_path=os.path.join(REPO, 'nin_jax', 'configs', 'fashion_mnist.py'),
       workdir=str(workdir), argv=[f'--config.{k}={v}' for k, v in BASE.items()],
       trainer=os.path.join(REPO, 'experiments', 'fashion_mnist.py'), fc_dropout=fc_dropout,
       dry_run=False, report_only=False, stream=out)

@@ -42,7 +42,7 @@ def test_comparing_a_different_network_is_refused():
 
 
 def test_pytorch_peer_is_the_same_network():
-  from benchmarks import torch_nin
+  from nin_jax import torch_nin
   for preset, params in (('cifar10', 966_986), ('imagenet', 7_595_176)):
     assert sum(p.numel() for p in torch_nin.build_model(preset).parameters()) == params
 

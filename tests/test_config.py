@@ -11,7 +11,7 @@ import pytest
 from conftest import REPO, TINY, run_cli
 from nin_jax import config as config_lib
 
-CONFIG_FILES = sorted(glob.glob(os.path.join(REPO, 'experiments', 'configs', '*.py')))
+CONFIG_FILES = sorted(glob.glob(os.path.join(REPO, 'nin_jax', 'configs', '[!_]*.py')))
 
 
 def load_config_module(path):

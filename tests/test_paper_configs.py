@@ -12,12 +12,12 @@ from conftest import REPO
 from nin_jax import imagenet_input, input_pipeline, models, presets, train
 
 CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(
-    os.path.join(REPO, 'experiments', 'configs', '*.py')))
+    os.path.join(REPO, 'nin_jax', 'configs', '[!_]*.py')))
 
 
 def get_config(name):
   spec = importlib.util.spec_from_file_location(
-      name, os.path.join(REPO, 'experiments', 'configs', f'{name}.py'))
+      name, os.path.join(REPO, 'nin_jax', 'configs', f'{name}.py'))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config()

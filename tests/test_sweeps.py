@@ -15,7 +15,7 @@ import pytest
 from conftest import REPO, TINY, run_cli
 from nin_jax import sweeps
 
-FASHION_CONFIG = os.path.join(REPO, 'experiments', 'configs', 'fashion_mnist.py')
+FASHION_CONFIG = os.path.join(REPO, 'nin_jax', 'configs', 'fashion_mnist.py')
 
 # The quickstart config with a 4-trial sweep; the last trial's dropout rate is
 # out of range, so its run fails as it starts (the sweep runner does not judge values).
@@ -92,11 +92,10 @@ def test_unknown_key_or_wrong_type_is_a_clear_error():
 
 def test_the_shipped_configs_sweeps_fit_their_configs():
   for name in ('fashion_mnist', 'cifar10'):
-    path = os.path.join(REPO, 'experiments', 'configs', f'{name}.py')
+    path = os.path.join(REPO, 'nin_jax', 'configs', f'{name}.py')
     trials = sweeps.load_sweep(path)
     assert len(trials) > 1
-    sys.path.insert(0, REPO)
-    config = __import__(f'experiments.configs.{name}', fromlist=['x']).get_config()
+    config = __import__(f'nin_jax.configs.{name}', fromlist=['x']).get_config()
     config.lock()
     for t in trials:
       sweeps.apply_overrides(config, t)
@@ -217,7 +216,7 @@ def test_bad_sweep_key_stops_before_any_trial(tmp_path):
 
 
 def test_missing_config_or_report_metric_is_a_clear_error(tmp_path):
-  proc = sweep_cli(os.path.join(REPO, 'experiments', 'configs', 'nope.py'), tmp_path / 's',
+  proc = sweep_cli(os.path.join(REPO, 'nin_jax', 'configs', 'nope.py'), tmp_path / 's',
                    overrides={})
   assert proc.returncode == 2 and 'Traceback' not in proc.stderr
   assert 'nope.py' in proc.stderr

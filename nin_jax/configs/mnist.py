@@ -5,10 +5,10 @@ parameters), no augmentation, dropout between blocks, Gaussian std 0.05 init,
 the CIFAR-10 solver. The paper gives no MNIST schedule; 100 epochs then /10 for
 20 and 20 is this config's choice (unconfirmed).
 
-    python experiments/cifar10.py --config=experiments/configs/mnist.py
+    python experiments/cifar10.py --config=nin_jax/configs/mnist.py
 """
 
-from experiments.configs import cifar10_noaug
+from nin_jax.configs import cifar10_noaug
 
 
 def get_config():

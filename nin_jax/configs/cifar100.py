@@ -5,10 +5,10 @@ authors' CIFAR-100 files set conv1's init std to 0.001 and the 1×1 layers' to
 0.01 (the `cifar100` preset), base lr 0.02 and L2 5e-4, used here. GCN + ZCA
 as for CIFAR-10; 200/30/30-epoch step schedule.
 
-    python experiments/cifar10.py --config=experiments/configs/cifar100.py
+    python experiments/cifar10.py --config=nin_jax/configs/cifar100.py
 """
 
-from experiments.configs import cifar10_noaug
+from nin_jax.configs import cifar10_noaug
 
 
 def get_config():

@@ -7,10 +7,10 @@ to zero over 200 epochs, L2 5e-4 on weights, label smoothing 0.1, per-channel
 standardisation, ±4 px translation and flips. Reimplementations with batch norm
 report about 91.6% after 200 epochs; this is the recipe to beat it.
 
-    python experiments/cifar10.py --config=experiments/configs/cifar10_modern.py
+    python experiments/cifar10.py --config=nin_jax/configs/cifar10_modern.py
 """
 
-from experiments.configs import cifar10
+from nin_jax.configs import cifar10
 
 
 def get_config():

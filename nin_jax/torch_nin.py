@@ -26,12 +26,12 @@ Step: SGD (momentum 0.9, lr 0.1, weight decay 1e-4 on all parameters),
 cross-entropy on the logits, forward + backward + optimizer step.
 
 Usage:
-  python benchmarks/torch_nin.py --preset cifar10 --batch_size 128 --steps 10
-  python benchmarks/torch_nin.py --preset imagenet --device cuda --dtype bfloat16 \
+  python -m nin_jax.torch_nin --preset cifar10 --batch_size 128 --steps 10
+  python -m nin_jax.torch_nin --preset imagenet --device cuda --dtype bfloat16 \
       --channels_last --compile
 
 In-process:
-  from benchmarks.torch_nin import run_benchmark   # or import torch_nin
+  from nin_jax.torch_nin import run_benchmark
   result = run_benchmark(preset="cifar10", steps=5, threads=2)
 """
 

@@ -1,12 +1,12 @@
 """CIFAR-10 without data augmentation: the paper's 10.41% test error row.
 
-Exactly experiments/configs/cifar10.py (GCN + ZCA, the authors' network and
+Exactly nin_jax/configs/cifar10.py (GCN + ZCA, the authors' network and
 solver) with translation and flips switched off.
 
-    python experiments/cifar10.py --config=experiments/configs/cifar10_noaug.py
+    python experiments/cifar10.py --config=nin_jax/configs/cifar10_noaug.py
 """
 
-from experiments.configs import cifar10
+from nin_jax.configs import cifar10
 
 
 def get_config():

@@ -8,10 +8,10 @@ One difference stated plainly: the paper trained on train + extra (about
 600k images, 6,000 held out for validation); this config uses TFDS
 `svhn_cropped`'s 73,257-image train split.
 
-    python experiments/cifar10.py --config=experiments/configs/svhn.py
+    python experiments/cifar10.py --config=nin_jax/configs/svhn.py
 """
 
-from experiments.configs import cifar10_noaug
+from nin_jax.configs import cifar10_noaug
 
 
 def get_config():

@@ -1,0 +1,152 @@
+"""The console scripts besides `nin-train` (nin_jax.cli): sweep, ablation, benchmark, class maps.
+
+Installed as `nin-sweep`, `nin-ablation`, `nin-benchmark` and `nin-classmap`;
+experiments/sweep.py, ablation_head.py, benchmark.py and classmap.py call the
+same functions. Each defines its flags only when it runs, so one process
+never holds two commands' flags.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from nin_jax import configs
+
+FLAGS = flags.FLAGS
+# A clone's experiments/ (one training script per config); absent when installed.
+EXPERIMENTS_DIR = os.path.normpath(os.path.join(configs.DIRECTORY, os.pardir, os.pardir,
+                                               'experiments'))
+
+
+def default_trainer(config_path: str) -> str:
+  """The script each trial runs: experiments/<config name>.py in a clone, else nin-train.
+
+  Every training script takes the same flags (--config is always passed), so
+  any of them trains any config.
+  """
+  from nin_jax import sweeps
+  if os.path.isdir(EXPERIMENTS_DIR):
+    return sweeps.default_trainer(config_path, EXPERIMENTS_DIR)
+  return os.path.join(os.path.dirname(sys.executable), 'nin-train')
+
+
+def _trainer_flag() -> None:
+  flags.DEFINE_string('trainer', '', 'Training script each run uses (default: '
+                      'experiments/<config name>.py in a clone, else nin-train).')
+
+
+def sweep() -> None:
+  """nin-sweep: a config's sweep(), one ordinary run per trial, then the report."""
+  from nin_jax import sweeps
+
+  def define_flags():
+    config_flags.DEFINE_config_file('config', None, 'Config file with get_config() and sweep().',
+                                    lock_config=True)
+    flags.DEFINE_string('workdir', None, 'Sweep directory; one subdirectory per trial.')
+    flags.DEFINE_string('metric', 'test/accuracy', 'Metric to sort and plot by.')
+    flags.DEFINE_bool('dry_run', False, 'Print every trial command; run nothing.')
+    flags.DEFINE_bool('report_only', False, 'Only (re)write the table and plot from workdir.')
+    _trainer_flag()
+    flags.mark_flag_as_required('workdir')
+
+  def run() -> int:
+    config_path = config_flags.get_config_filename(FLAGS['config']) if FLAGS.config else None
+    return sweeps.main(
+        config=FLAGS.config, config_path=config_path, workdir=FLAGS.workdir,
+        argv=sys.argv[1:], metric=FLAGS.metric, dry_run=FLAGS.dry_run,
+        report_only=FLAGS.report_only,
+        trainer=FLAGS.trainer or default_trainer(config_path or ''))
+
+  sys.argv[1:] = configs.expand_names(sys.argv[1:])
+  sweeps.run_command(define_flags, run, 'trial')
+
+
+def ablation() -> None:
+  """nin-ablation: the paper's head ablation (GAP vs FC vs FC + dropout)."""
+  from nin_jax import ablation as ablation_lib
+  from nin_jax import sweeps
+
+  def define_flags():
+    config_flags.DEFINE_config_file(
+        'config', configs.path('fashion_mnist'),
+        'Config of the network to ablate (--config=cifar10 for the paper).', lock_config=True)
+    flags.DEFINE_string('workdir', None, 'Ablation directory; one subdirectory per variant.')
+    flags.DEFINE_float('fc_dropout', 0.5, 'Dropout on the FC head inputs in the third variant.')
+    flags.DEFINE_bool('dry_run', False, 'Print the three commands; run nothing.')
+    flags.DEFINE_bool('report_only', False, 'Only (re)write the table and plot from workdir.')
+    _trainer_flag()
+    flags.mark_flag_as_required('workdir')
+
+  def run() -> int:
+    config_path = config_flags.get_config_filename(FLAGS['config'])
+    return ablation_lib.main(
+        config=FLAGS.config, config_path=config_path, workdir=FLAGS.workdir,
+        argv=sys.argv[1:], fc_dropout=FLAGS.fc_dropout, dry_run=FLAGS.dry_run,
+        report_only=FLAGS.report_only,
+        trainer=FLAGS.trainer or default_trainer(config_path))
+
+  sys.argv[1:] = configs.expand_names(sys.argv[1:])
+  sweeps.run_command(define_flags, run, 'variant')
+
+
+def benchmark() -> None:
+  """nin-benchmark: throughput and MFU of a config's train step, optionally against PyTorch."""
+  config_flags.DEFINE_config_file(
+      'config', configs.path('cifar10'), 'Config whose model and batch size are measured.',
+      lock_config=True)
+  flags.DEFINE_integer('steps', 10, 'Timed steps (median reported).')
+  flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
+  flags.DEFINE_float('peak_tflops', 0.0, 'Peak TFLOP/s of one device for MFU (0: skip).')
+  flags.DEFINE_bool('compare_torch', False, 'Also time the PyTorch peer (nin_jax/torch_nin.py).')
+  flags.DEFINE_integer('torch_threads', 0, 'Threads for PyTorch (0: its default).')
+  flags.DEFINE_string('torch_device', 'cpu', "PyTorch device: 'cpu' or 'cuda'.")
+  flags.DEFINE_bool('torch_compile', False, 'torch.compile the peer.')
+  flags.DEFINE_string('output', '', 'Also write the result as JSON here.')
+
+  def main(argv):
+    del argv
+    from nin_jax import benchmark as benchmark_lib
+    result = benchmark_lib.compare(
+        FLAGS.config, steps=FLAGS.steps, warmup=FLAGS.warmup,
+        peak_tflops=FLAGS.peak_tflops, compare_torch=FLAGS.compare_torch,
+        torch_threads=FLAGS.torch_threads, torch_device=FLAGS.torch_device,
+        torch_compile=FLAGS.torch_compile)
+    print(benchmark_lib.format_report(result))
+    print(json.dumps(result))
+    if FLAGS.output:
+      with open(FLAGS.output, 'w') as f:
+        json.dump(result, f, indent=2)
+
+  sys.argv[1:] = configs.expand_names(sys.argv[1:])
+  app.run(main)
+
+
+def classmap() -> None:
+  """nin-classmap: the class maps of a trained run (the paper's figure 4)."""
+  from nin_jax import cli
+  flags.DEFINE_string('workdir', None, 'Workdir of a trained run (config.json + checkpoints/).')
+  flags.DEFINE_list('images', ['0', '1', '2', '3'], 'Test image indices, comma-separated.')
+  flags.DEFINE_integer('top_k', 3, 'Maps of this many most probable classes per image.')
+  flags.DEFINE_integer('step', None, 'Checkpoint step (default: the newest).')
+  flags.DEFINE_string('out', None, 'PNG path (default: <workdir>/class_maps.png).')
+  flags.mark_flag_as_required('workdir')
+
+  def main(argv):
+    if len(argv) > 1:
+      raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    from nin_jax import classmap as classmap_lib  # After flag parsing: --help stays fast.
+    try:
+      indices = [int(i) for i in FLAGS.images]
+      path, result = classmap_lib.make_figure(FLAGS.workdir, FLAGS.out, indices=indices,
+                                              top_k=FLAGS.top_k, step=FLAGS.step)
+    except cli.USER_ERRORS as e:
+      print(f'error: {e}', file=sys.stderr, flush=True)
+      sys.exit(2)
+    print(f'wrote {path}: maps {result["maps"].shape[1:3]} for images {indices}')
+
+  app.run(main)
