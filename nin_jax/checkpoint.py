@@ -9,13 +9,15 @@ each array's shards from the processes that hold them.
 
 from __future__ import annotations
 
+
 import os
-import shutil
 
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from absl import logging
+
+from nin_jax import storage
 
 
 class CheckpointError(RuntimeError):
@@ -40,13 +42,13 @@ class _CheckpointManager(ocp.CheckpointManager):
 class Checkpointer:
   """Saves and restores one pytree (the train state) under workdir/checkpoints."""
 
-  def __init__(self, workdir: str, *, keep: int = 3):
-    self.directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
+  def __init__(self, workdir, *, keep: int = 3):
+    self.directory = storage.workdir_path(workdir) / 'checkpoints'
     self._keep = keep
-    if os.path.islink(self.directory) and not os.path.exists(self.directory):
+    if storage.is_dangling_link(self.directory):
       raise CheckpointError(f'{self.directory} links to {os.readlink(self.directory)},'
                             ' which does not exist (storage not mounted?)')
-    if os.path.exists(self.directory) and not os.path.isdir(self.directory):
+    if self.directory.exists() and not self.directory.is_dir():
       raise CheckpointError(f'{self.directory} is a file, not a checkpoint directory;'
                             ' move it away or use another --workdir')
     try:
@@ -68,11 +70,11 @@ class Checkpointer:
     training starts; doing it here, before any save, leaves nothing racing.
     Only process 0 deletes; no process can save before every process is here.
     """
-    if jax.process_index() != 0 or not os.path.isdir(self.directory):
+    if jax.process_index() != 0 or not self.directory.is_dir():
       return
-    for name in os.listdir(self.directory):
-      if '.orbax-checkpoint-tmp' in name:
-        shutil.rmtree(os.path.join(self.directory, name))
+    for path in self.directory.iterdir():
+      if '.orbax-checkpoint-tmp' in path.name:
+        path.rmtree()
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -124,11 +126,11 @@ class Checkpointer:
 
   def _set_aside(self, step: int) -> None:
     if jax.process_index() == 0:
-      src = os.path.join(self.directory, str(step))
+      src = self.directory / str(step)
       n = 0
-      while os.path.exists(dst := f'{src}.corrupt-{n}'):
+      while (dst := self.directory / f'{step}.corrupt-{n}').exists():
         n += 1
-      os.rename(src, dst)
+      src.rename(dst)  # On a bucket: a copy of every object, then a delete.
     _sync(f'set_aside_{step}')
     self._manager.close()
     self._manager = self._open()
@@ -138,19 +140,20 @@ class Checkpointer:
     self._manager.close()
 
 
-def load_for_inspection(workdir: str, step: int | None = None):
+def load_for_inspection(workdir, step: int | None = None):
   """A saved train state as a pytree of host-local arrays, whatever devices saved it.
 
   For analysis (plots, comparisons), not for resuming: everything lands on
   this process's first device.
   """
-  directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+  directory = storage.workdir_path(workdir) / 'checkpoints'
   if step is None:
-    steps = [int(d) for d in os.listdir(directory) if d.isdigit()] if os.path.isdir(directory) else []
+    steps = [int(d.name) for d in directory.iterdir() if d.name.isdigit()
+             ] if directory.is_dir() else []
     if not steps:
       raise CheckpointError(f'no checkpoint in {directory}')
     step = max(steps)
-  path = os.path.join(directory, str(step), 'default')
+  path = directory / str(step) / 'default'
   checkpointer = ocp.StandardCheckpointer()
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree.map(

@@ -9,16 +9,16 @@ for a few test images, the image and the maps of its top-k predicted classes.
 from __future__ import annotations
 
 import json
-import os
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from etils import epath
 from flax import nnx
 
-from nin_jax import checkpoint, datasets, input_pipeline, steps
+from nin_jax import checkpoint, datasets, input_pipeline, steps, storage
 
 CLASS_NAMES = {
     'fashion_mnist': ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal',
@@ -34,12 +34,11 @@ def class_names(dataset: str, num_classes: int) -> tuple[str, ...]:
   return CLASS_NAMES.get(dataset, tuple(f'class {i}' for i in range(num_classes)))
 
 
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
+def load_config(workdir) -> ml_collections.ConfigDict:
+  path = storage.workdir_path(workdir) / 'config.json'
+  if not path.exists():
     raise FileNotFoundError(f'{path} not found: is {workdir} the workdir of a run?')
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
 def _like(template, restored, path=()):
@@ -122,7 +121,7 @@ def render(display_images: np.ndarray, labels: np.ndarray, result: dict, names: 
   if title:
     fig.suptitle(title, fontsize=9)
   fig.tight_layout()
-  fig.savefig(png_path, dpi=100)
+  storage.save_figure(fig, epath.Path(png_path), dpi=100)
   plt.close(fig)
   return png_path
 
@@ -152,7 +151,7 @@ def make_figure(workdir: str, png_path: str | None = None, *, indices: Sequence[
 
   Returns (png path, compute()'s result plus 'indices' and 'labels').
   """
-  workdir = os.path.abspath(workdir)
+  workdir = storage.workdir_path(workdir)
   model, config, step = load_model(workdir, step)
   names = class_names(config.dataset.name, model.spec.num_classes)
   if not 1 <= top_k <= len(names):
@@ -160,8 +159,8 @@ def make_figure(workdir: str, png_path: str | None = None, *, indices: Sequence[
   inputs, display, labels = load_test_images(config, indices)
   result = compute(model, inputs, top_k)
   result.update(indices=np.asarray(indices), labels=labels)
-  png_path = png_path or os.path.join(workdir, 'class_maps.png')
-  title = (f'{os.path.basename(workdir)} (step {step}, head {config.model.head}): last mlpconv '
+  png_path = png_path or str(workdir / 'class_maps.png')
+  title = (f'{workdir.name} (step {step}, head {config.model.head}): last mlpconv '
            f'maps {result["maps"].shape[1]}x{result["maps"].shape[2]} of the top-{top_k} classes')
   render(display, labels, result, names, png_path, title=title)
   return png_path, result

@@ -18,7 +18,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from nin_jax import accelerators, checkpoint, configs, datasets, sharding
+from nin_jax import accelerators, checkpoint, configs, datasets, sharding, storage
 
 FLAGS = flags.FLAGS
 
@@ -108,7 +108,7 @@ def _main(argv):
   elif 'test/accuracy' in result:
     print(f'final test accuracy {result["test/accuracy"]:.4f} '
           f'(error {100 * (1 - result["test/accuracy"]):.2f}%) after {result["step"]} steps;'
-          f' workdir {os.path.abspath(workdir)}')
+          f' workdir {storage.workdir_path(workdir)}')
 
 
 def _parse_flags(argv):

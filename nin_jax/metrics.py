@@ -1,18 +1,24 @@
 """Where numbers go: TensorBoard, a JSONL file, the console, and PNG plots.
 
 Only process 0 writes; the others construct a writer that does nothing, so
-the train loop never asks which process it is.
+the train loop never asks which process it is. Files go through etils.epath
+(nin_jax/storage.py), so a workdir may be a local directory or a gs:// bucket.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import socket
 import sys
 import time
 
 import jax
 import numpy as np
+from etils import epath
+
+from nin_jax import storage
 
 METRICS_FILE = 'metrics.jsonl'
 
@@ -20,48 +26,67 @@ METRICS_FILE = 'metrics.jsonl'
 class MetricWriter:
   """Scalars to TensorBoard event files and to workdir/metrics.jsonl."""
 
-  def __init__(self, workdir: str, *, enabled: bool | None = None):
+  def __init__(self, workdir, *, enabled: bool | None = None):
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
-    self.jsonl_path = os.path.join(workdir, METRICS_FILE)
+    workdir = storage.workdir_path(workdir)
+    self.jsonl_path = workdir / METRICS_FILE
     self._tb = None
     if self.enabled:
-      os.makedirs(workdir, exist_ok=True)
-      self._tb = _tensorboard_writer(os.path.join(workdir, 'tensorboard'))
+      workdir.mkdir(parents=True, exist_ok=True)
+      self._tb = EventFile(workdir / 'tensorboard')
 
   def write(self, step: int, scalars: dict[str, float]) -> None:
     """One record: {'step': step, **scalars} (names like 'train/loss')."""
     if not self.enabled:
       return
     scalars = {k: float(v) for k, v in scalars.items()}
-    with open(self.jsonl_path, 'a') as f:
-      f.write(json.dumps({'step': int(step), 'time': time.time(), **scalars}) + '\n')
-    with self._tb.as_default(step=int(step)):
-      for name, value in scalars.items():
-        _tf().summary.scalar(name, value)
-    self._tb.flush()
+    storage.append(self.jsonl_path,
+                   json.dumps({'step': int(step), 'time': time.time(), **scalars}) + '\n')
+    self._tb.write_scalars(int(step), scalars)
 
   def close(self) -> None:
-    if self._tb is not None:
-      self._tb.close()
+    pass  # Every write is flushed: a killed run loses no record.
 
 
-def _tf():
-  import tensorflow as tf  # Only for its summary writer; never touches accelerators.
-  tf.config.set_visible_devices([], 'GPU')
-  return tf
+class EventFile:
+  """A TensorBoard event file (TFRecord-framed Event protos), written through epath.
+
+  TensorFlow's summary writer reaches gs:// only through its own GCS client,
+  whose endpoint is built in; this writes the same format with tensorboard's
+  protos to any epath path, and each write appends its records at once.
+  """
+
+  def __init__(self, logdir: epath.Path):
+    from tensorboard.compat.proto import event_pb2
+    self._event_pb2 = event_pb2
+    logdir.mkdir(parents=True, exist_ok=True)
+    self.path = logdir / (f'events.out.tfevents.{time.time():.6f}.{socket.gethostname()}'
+                          f'.{os.getpid()}.v2')
+    self._append([event_pb2.Event(wall_time=time.time(), file_version='brain.Event:2')])
+
+  def write_scalars(self, step: int, scalars: dict[str, float]) -> None:
+    from tensorboard.compat.proto import summary_pb2
+    from tensorboard.plugins.scalar import summary_v2
+    summary = summary_pb2.Summary()
+    for name, value in scalars.items():
+      summary.value.extend(summary_v2.scalar_pb(name, value).value)
+    self._append([self._event_pb2.Event(wall_time=time.time(), step=step, summary=summary)])
+
+  def _append(self, events) -> None:
+    from tensorboard.summary.writer.record_writer import RecordWriter
+    buffer = io.BytesIO()
+    records = RecordWriter(buffer)
+    for event in events:
+      records.write(event.SerializeToString())
+    storage.append(self.path, buffer.getvalue())
 
 
-def _tensorboard_writer(logdir: str):
-  return _tf().summary.create_file_writer(logdir)
-
-
-def read_metrics(workdir_or_file: str) -> list[dict]:
+def read_metrics(workdir_or_file) -> list[dict]:
   """All records of a run's metrics.jsonl (later records of a step win on resume)."""
-  path = workdir_or_file
-  if os.path.isdir(path):
-    path = os.path.join(path, METRICS_FILE)
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  path = storage.workdir_path(workdir_or_file)
+  if path.is_dir():
+    path = path / METRICS_FILE
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def console(message: str) -> None:
@@ -107,14 +132,15 @@ class Progress:
     return images_per_s
 
 
-def plot_curves(workdir: str, png_path: str | None = None) -> str:
+def plot_curves(workdir, png_path=None) -> str:
   """Train loss/accuracy and test accuracy against epoch, as one PNG."""
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
 
+  workdir = storage.workdir_path(workdir)
   records = read_metrics(workdir)
-  png_path = png_path or os.path.join(workdir, 'curves.png')
+  png_path = epath.Path(png_path) if png_path else workdir / 'curves.png'
 
   def series(name):
     by_step = {r['step']: r[name] for r in records if name in r}
@@ -135,8 +161,8 @@ def plot_curves(workdir: str, png_path: str | None = None) -> str:
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend()
-  fig.suptitle(os.path.basename(os.path.abspath(workdir)))
+  fig.suptitle(workdir.name)
   fig.tight_layout()
-  fig.savefig(png_path, dpi=100)
+  storage.save_figure(fig, png_path, dpi=100)
   plt.close(fig)
-  return png_path
+  return str(png_path)

@@ -27,7 +27,7 @@ from flax import nnx
 
 from nin_jax import checkpoint as checkpoint_lib
 from nin_jax import config as config_lib
-from nin_jax import datasets, input_pipeline, metrics, sharding, steps
+from nin_jax import datasets, input_pipeline, metrics, sharding, steps, storage
 
 
 class Preemption:
@@ -75,10 +75,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   Returns the final metrics (test accuracy etc.) as a dict.
   """
   config_lib.validate(config)
-  if '://' in workdir:  # Logs and metrics use POSIX file calls; abspath would mangle it.
-    raise ValueError(f'workdir {workdir} is a URL; use a directory every process sees '
-                     '(NFS/Filestore, or the bucket mounted with gcsfuse)')
-  workdir = os.path.abspath(workdir)
+  workdir = storage.workdir_path(workdir)  # A local directory or a gs:// URL.
   _check_workdir(workdir)
   dp = sharding.DataParallel.create()
   dp.check_batch_size(config.optim.batch_size, 'optim.batch_size')
@@ -110,8 +107,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   writer = metrics.MetricWriter(workdir)
   if jax.process_index() == 0:
     _truncate_metrics(writer.jsonl_path, start_step)
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
+    storage.write_atomic(workdir / 'config.json', config.to_json_best_effort(indent=2))
   metrics.console(
       f'{config.model.preset} on {config.dataset.name}: {sum(x.size for x in jax.tree.leaves(state.params)):,} params, '
       f'{dp.num_devices} {jax.default_backend()} device(s) in {jax.process_count()} '
@@ -206,20 +202,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if step == total_steps and jax.process_index() == 0:
     if config.write_plots:
       metrics.plot_curves(workdir)
-    with open(os.path.join(workdir, 'final_metrics.json'), 'w') as f:
-      json.dump({'step': step, **{k: float(v) for k, v in last_eval.items()}}, f, indent=2)
+    storage.write_atomic(workdir / 'final_metrics.json', json.dumps(
+        {'step': step, **{k: float(v) for k, v in last_eval.items()}}, indent=2))
   return {'step': step, 'preempted': step < total_steps,
           **{k: float(v) for k, v in last_eval.items()}}
 
 
-def _check_workdir(workdir: str) -> None:
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
+def _check_workdir(workdir) -> None:
+  if workdir.exists() and not workdir.is_dir():
     raise ValueError(f'workdir {workdir} is a file, not a directory')
   try:
-    os.makedirs(workdir, exist_ok=True)
+    workdir.mkdir(parents=True, exist_ok=True)
   except OSError as e:
-    raise ValueError(f'cannot create workdir {workdir}: {e.strerror}') from None
-  if not os.access(workdir, os.W_OK):
+    raise ValueError(f'cannot create workdir {workdir}: {e.strerror or e}') from None
+  # A bucket's permissions show on the first write (process 0's config.json).
+  if not storage.is_remote(workdir) and not os.access(workdir, os.W_OK):
     raise ValueError(f'workdir {workdir} is not writable')
 
 
@@ -245,17 +242,16 @@ def _last_good(checkpointer: checkpoint_lib.Checkpointer) -> str:
   return f'The last good checkpoint (step {latest}) in {checkpointer.directory} is kept.'
 
 
-def _truncate_metrics(path: str, step: int) -> None:
+def _truncate_metrics(path, step: int) -> None:
   """Drops metrics.jsonl records after `step`, the step this run starts from.
 
   They came from progress that a crash lost (the checkpoint is older) and the
   resumed run writes them again, so the file keeps one record per step and
   kind, in order. A line cut short by the crash is dropped too.
   """
-  if not os.path.exists(path):
+  if not path.exists():
     return
-  with open(path) as f:
-    lines = f.readlines()
+  lines = path.read_text().splitlines(keepends=True)
   keep = []
   for line in lines:
     try:
@@ -264,6 +260,4 @@ def _truncate_metrics(path: str, step: int) -> None:
     except (ValueError, KeyError, TypeError):
       pass
   if keep != lines:
-    with open(path + '.tmp', 'w') as f:
-      f.writelines(keep)
-    os.replace(path + '.tmp', path)  # Atomic: a second crash leaves one or the other.
+    storage.write_atomic(path, ''.join(keep))  # A second crash leaves one or the other.

@@ -60,5 +60,7 @@ def run_cli(script, workdir, overrides=(), *, devices=1, extra_args=(), env=None
 
 
 def read_jsonl(path):
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  """Records of a JSONL file, local or in a bucket."""
+  from etils import epath
+  return [json.loads(line) for line in epath.Path(path).read_text().splitlines()
+          if line.strip()]

@@ -87,11 +87,6 @@ def test_multi_process_flags_and_cluster_detection(monkeypatch):
   assert sharding._cluster_detected()
 
 
-def test_a_url_workdir_is_a_clear_error(tiny_config):
-  with pytest.raises(ValueError, match='is a URL; use a directory every process sees'):
-    train.train_and_evaluate(tiny_config(max_steps=1), 'gs://bucket/nin')
-
-
 def test_eight_devices_match_one_device_with_dropout_and_augmentation(
     one_device_run, tmp_path, cache_env):
   proc = run_cli('fashion_mnist.py', tmp_path, {**RANDOM, 'max_steps': STEPS},

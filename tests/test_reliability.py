@@ -47,12 +47,12 @@ def comparable_records(workdir):
 class Run:
   """The CLI in a subprocess whose stdout is read line by line as it runs."""
 
-  def __init__(self, workdir, overrides, timeout=300):
+  def __init__(self, workdir, overrides, timeout=300, logdir=None):
     args = [sys.executable, os.path.join(REPO, 'experiments', 'fashion_mnist.py'),
             f'--workdir={workdir}'] + [f'--config.{k}={v}' for k, v in overrides.items()]
     env = {**os.environ, 'PYTHONPATH': REPO, 'JAX_PLATFORMS': 'cpu',
            'XLA_FLAGS': '--xla_force_host_platform_device_count=1'}
-    self.stderr_path = os.path.join(os.path.dirname(str(workdir)),
+    self.stderr_path = os.path.join(logdir or os.path.dirname(str(workdir)),
                                     f'{os.path.basename(str(workdir))}.stderr')
     self._stderr = open(self.stderr_path, 'w')
     self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self._stderr,
