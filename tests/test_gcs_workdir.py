@@ -46,8 +46,7 @@ def test_kill_resume_and_damaged_checkpoint_in_a_bucket(gcs, reference, tmp_path
   assert run.kill() == -signal.SIGKILL
   assert 'run/checkpoints/4/_CHECKPOINT_METADATA' in gcs.objects(BUCKET)
 
-  again = Run(workdir, command, logdir=tmp_path)
-  assert again.wait_for_pause() is None
+  again = Run(workdir, {**RUN, 'write_plots': True}, logdir=tmp_path)
   assert again.finish() == 0, again.stderr[-3000:]
   assert 'resuming at step 4 of 16' in again.text
   assert f'workdir {workdir}' in again.text
