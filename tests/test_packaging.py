@@ -1,0 +1,56 @@
+"""nin_jax is a real package: metadata, extras, console scripts, shipped configs, no sys.path edits."""
+
+import glob
+import importlib
+import os
+import re
+
+from setuptools.config.pyprojecttoml import read_configuration
+
+from conftest import REPO
+from nin_jax import configs
+
+
+def project():
+  return read_configuration(os.path.join(REPO, 'pyproject.toml'), expand=True)['project']
+
+
+def test_python_311_dependencies_and_extras():
+  p = project()
+  assert p['requires-python'] == '>=3.11'
+  names = {re.split(r'[\[<>=]', d)[0] for d in p['dependencies']}
+  assert {'jax', 'flax', 'orbax-checkpoint', 'etils', 'gcsfs', 'tensorflow-cpu'} <= names
+  extras = p['optional_dependencies']
+  assert any(d.startswith('jax[tpu]') for d in extras['tpu'])
+  assert any(d.startswith('jax[cuda12]') for d in extras['cuda12'])
+  assert 'torch==2.13.0' in extras['test']  # The CPU build this index serves.
+  assert any(d.startswith('pytest') for d in extras['test'])
+
+
+def test_console_scripts_name_functions():
+  scripts = project()['scripts']
+  assert {'nin-train', 'nin-sweep', 'nin-ablation', 'nin-benchmark'} <= set(scripts)
+  for target in scripts.values():
+    module, attr = target.split(':')
+    assert callable(getattr(importlib.import_module(module), attr))
+
+
+def test_no_sys_path_edits_in_the_package_or_scripts():
+  files = glob.glob(os.path.join(REPO, 'nin_jax', '**', '*.py'), recursive=True) + glob.glob(
+      os.path.join(REPO, 'experiments', '**', '*.py'), recursive=True)
+  assert len(files) > 20
+  offenders = [f for f in files if 'sys.path' in open(f).read()]
+  assert offenders == []
+
+
+def test_config_names_expand_to_the_shipped_files():
+  assert 'cifar10' in configs.names() and '__init__' not in configs.names()
+  argv = ['--config=cifar10', '--config.seed=1', '--workdir=w']
+  assert configs.expand_names(argv) == [
+      f'--config={configs.DIRECTORY}/cifar10.py', '--config.seed=1', '--workdir=w']
+  assert configs.expand_names(['--config', 'mnist']) == [
+      '--config', f'{configs.DIRECTORY}/mnist.py']
+  assert configs.expand_names(['--config=my/own.py']) == ['--config=my/own.py']
+  # Shipped configs import each other as package modules.
+  from nin_jax.configs import svhn
+  assert svhn.get_config().dataset.name == 'svhn_cropped'
