@@ -15,7 +15,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from nin_jax import configs
+from nin_jax import configs, storage
 
 FLAGS = flags.FLAGS
 # A clone's experiments/ (one training script per config); absent when installed.
@@ -33,6 +33,15 @@ def default_trainer(config_path: str) -> str:
   if os.path.isdir(EXPERIMENTS_DIR):
     return sweeps.default_trainer(config_path, EXPERIMENTS_DIR)
   return os.path.join(os.path.dirname(sys.executable), 'nin-train')
+
+
+def _local_workdir(unit: str) -> str:
+  """FLAGS.workdir; sweeps and ablations keep each trial's log as a local file."""
+  if storage.is_remote(FLAGS.workdir):
+    raise ValueError(f'--workdir={FLAGS.workdir}: a {unit} directory must be local or on a '
+                     'shared filesystem (its trials log to files there); each trial '
+                     'run by nin-train can still use a bucket')
+  return FLAGS.workdir
 
 
 def _trainer_flag() -> None:
@@ -57,7 +66,7 @@ def sweep() -> None:
   def run() -> int:
     config_path = config_flags.get_config_filename(FLAGS['config']) if FLAGS.config else None
     return sweeps.main(
-        config=FLAGS.config, config_path=config_path, workdir=FLAGS.workdir,
+        config=FLAGS.config, config_path=config_path, workdir=_local_workdir('sweep'),
         argv=sys.argv[1:], metric=FLAGS.metric, dry_run=FLAGS.dry_run,
         report_only=FLAGS.report_only,
         trainer=FLAGS.trainer or default_trainer(config_path or ''))
@@ -85,7 +94,7 @@ def ablation() -> None:
   def run() -> int:
     config_path = config_flags.get_config_filename(FLAGS['config'])
     return ablation_lib.main(
-        config=FLAGS.config, config_path=config_path, workdir=FLAGS.workdir,
+        config=FLAGS.config, config_path=config_path, workdir=_local_workdir('ablation'),
         argv=sys.argv[1:], fc_dropout=FLAGS.fc_dropout, dry_run=FLAGS.dry_run,
         report_only=FLAGS.report_only,
         trainer=FLAGS.trainer or default_trainer(config_path))

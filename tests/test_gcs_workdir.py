@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from etils import epath
 
-from conftest import TINY
+from conftest import REPO, TINY, run_cli
 from gcs_server import GcsServer
+from nin_jax import configs
 from test_multihost import run_pair
 from test_reliability import RUN, Run, assert_same_state, comparable_records, reference  # noqa: F401
 
@@ -99,3 +100,13 @@ def test_two_processes_share_a_bucket_workdir(gcs, tmp_path):
   loaded = json.loads((epath.Path(workdir) / 'final_metrics.json').read_text())
   assert loaded['step'] == 4 and loaded['test/examples'] == TINY['dataset.test_subset']
   assert np.isfinite(loaded['test/loss'])
+
+
+@pytest.mark.parametrize('script', ['sweep.py', 'ablation_head.py'])
+def test_sweeps_and_ablations_refuse_a_bucket_workdir(script, tmp_path):
+  proc = run_cli(script, f'gs://{BUCKET}/sweep', {}, extra_args=[
+      f'--config={configs.path("fashion_mnist")}'])
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines()[-1].startswith(
+      f'error: --workdir=gs://{BUCKET}/sweep: a ')
+  assert not os.path.exists(os.path.join(REPO, 'gs:'))
