@@ -1,12 +1,14 @@
-"""The paper's head ablation (section 4.6): GAP vs FC vs FC + dropout, same seed/data/schedule.
+"""The paper's head ablation (section 4.6): GAP vs FC vs FC + dropout, same data/schedule.
 
     python experiments/ablation_head.py --workdir=workdirs/ablation_head \
         [--config=nin_jax/configs/fashion_mnist.py] [--config.a.b=value ...] \
-        [--fc_dropout=0.5] [--dry_run] [--report_only]
+        [--seeds=0,1,2] [--fc_dropout=0.5] [--dry_run] [--report_only]
 
-Each variant is an ordinary run in <workdir>/{gap,fc,fc_dropout}/ (rerun to
-resume or skip); the table goes to ablation.md/.csv, the curves to
-ablation_curves.png. See nin_jax/ablation.py.
+Each variant (× each seed) is an ordinary run in its own subdirectory (rerun
+to resume or skip); the table goes to ablation.md/.csv (mean ± std over
+seeds) and ablation_trials.md/.csv, the plots to ablation_errors.png and
+ablation_curves.png. The paper's setup is --config=cifar10_noaug. See
+nin_jax/ablation.py; the command is nin_jax/commands.py (`nin-ablation`).
 """
 
 from nin_jax import commands

@@ -83,8 +83,11 @@ def ablation() -> None:
   def define_flags():
     config_flags.DEFINE_config_file(
         'config', configs.path('fashion_mnist'),
-        'Config of the network to ablate (--config=cifar10 for the paper).', lock_config=True)
+        'Config of the network to ablate (--config=cifar10_noaug for the paper).',
+        lock_config=True)
     flags.DEFINE_string('workdir', None, 'Ablation directory; one subdirectory per variant.')
+    flags.DEFINE_list('seeds', [], 'Seeds to run every variant with (a sweep axis over '
+                      'config.seed); empty: the config\'s seed only.')
     flags.DEFINE_float('fc_dropout', 0.5, 'Dropout on the FC head inputs in the third variant.')
     flags.DEFINE_bool('dry_run', False, 'Print the three commands; run nothing.')
     flags.DEFINE_bool('report_only', False, 'Only (re)write the table and plot from workdir.')
@@ -96,8 +99,14 @@ def ablation() -> None:
     return ablation_lib.main(
         config=FLAGS.config, config_path=config_path, workdir=_local_workdir('ablation'),
         argv=sys.argv[1:], fc_dropout=FLAGS.fc_dropout, dry_run=FLAGS.dry_run,
-        report_only=FLAGS.report_only,
+        report_only=FLAGS.report_only, seeds=seeds(),
         trainer=FLAGS.trainer or default_trainer(config_path))
+
+  def seeds() -> list[int]:
+    try:
+      return [int(s) for s in FLAGS.seeds]
+    except ValueError:
+      raise sweeps.SweepError(f'--seeds takes integers, got {",".join(FLAGS.seeds)}') from None
 
   sys.argv[1:] = configs.expand_names(sys.argv[1:])
   sweeps.run_command(define_flags, run, 'variant')
