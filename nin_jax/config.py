@@ -46,6 +46,9 @@ def base_config() -> ml_collections.ConfigDict:
       fc_hidden=(),             # hidden widths of the FC head
       fc_dropout=0.0,           # dropout on the FC head's inputs
       dropout_rate=0.5,         # between mlpconv blocks, where the preset puts it
+      # 'inverted' (Caffe: survivors ×1/(1-p) in training) or 'cuda_convnet'
+      # (the authors' CIFAR/SVHN/MNIST runs: no rescale in training, ×(1-p) at test).
+      dropout_form='inverted',
       batch_norm=False,
       init='paper',             # 'paper' (Gaussian stds of the preset) or 'he'
       dtype='float32',          # compute dtype; params stay float32
@@ -123,6 +126,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   check(m.conv_impl in models.CONV_IMPLS, 'model.conv_impl',
         f'choose one of {models.CONV_IMPLS}')
   check(0.0 <= m.dropout_rate < 1.0, 'model.dropout_rate', 'must be in [0, 1)')
+  check(m.dropout_form in models.DROPOUT_FORMS, 'model.dropout_form',
+        f'choose one of {models.DROPOUT_FORMS}')
   check(0.0 <= m.fc_dropout < 1.0, 'model.fc_dropout', 'must be in [0, 1)')
   check(all(int(w) > 0 for w in m.fc_hidden), 'model.fc_hidden',
         'hidden widths must be positive')

@@ -70,19 +70,50 @@ def _extract_patches(x, k: int, stride: int, padding: int):
   return jnp.concatenate(slices, axis=-1)
 
 
-def dropout(x, rate: float, key):
-  """Inverted dropout: zero each element with probability `rate`, scale the rest.
+# How a framework scales dropout. 'inverted' (Caffe): training keeps a unit
+# with probability 1 − p and scales it by 1 / (1 − p); test is the identity.
+# 'cuda_convnet' (the authors' DropoutNeuron): training zeroes units without
+# rescaling the survivors; test multiplies every unit by 1 − p. Both have the
+# same expectation, but the next layer sees inputs (1 − p)× as large under
+# cuda-convnet's form, so with the same init and rate they train differently.
+DROPOUT_FORMS = ('inverted', 'cuda_convnet')
 
-  The mask compares raw 32-bit PRNG words with keep·2³², so the rate is exact
-  to 2⁻³² and a mask costs one comparison. Drawn for the global shape, it is
-  the same on any number of devices (threefry is partitionable).
+
+def dropout(x, rate: float, key, form: str = 'inverted'):
+  """Training-time dropout: zero each element with probability `rate`.
+
+  form='inverted' scales the survivors by 1 / (1 − rate); 'cuda_convnet'
+  leaves them as they are (see DROPOUT_FORMS). The mask compares raw 32-bit
+  PRNG words with keep·2³², so the rate is exact to 2⁻³² and a mask costs one
+  comparison. Drawn for the global shape, it is the same on any number of
+  devices (threefry is partitionable).
   """
+  _check_dropout_form(form)
   if rate == 0.0:
     return x
   keep = 1.0 - rate
   bits = jax.random.bits(key, x.shape, jnp.uint32)
   mask = bits < jnp.uint32(min(round(keep * 2**32), 2**32 - 1))
-  return jnp.where(mask, x / jnp.asarray(keep, x.dtype), jnp.zeros((), x.dtype))
+  kept = x / jnp.asarray(keep, x.dtype) if form == 'inverted' else x
+  return jnp.where(mask, kept, jnp.zeros((), x.dtype))
+
+
+def dropout_at_test(x, rate: float, form: str = 'inverted'):
+  """What a dropout layer does outside training: identity, or × (1 − rate) for cuda-convnet."""
+  _check_dropout_form(form)
+  if form == 'inverted' or rate == 0.0:
+    return x
+  return x * jnp.asarray(1.0 - rate, x.dtype)
+
+
+def dropout_layer(x, rate: float, *, train: bool, key, form: str):
+  """A dropout layer in training (`dropout`) or at test (`dropout_at_test`)."""
+  return dropout(x, rate, key, form) if train else dropout_at_test(x, rate, form)
+
+
+def _check_dropout_form(form: str):
+  if form not in DROPOUT_FORMS:
+    raise ValueError(f'unknown dropout form {form!r}; choose one of {DROPOUT_FORMS}')
 
 
 # Chunks for a channel matmul's weight gradient on CPU. Measured on NIN-CIFAR

@@ -16,8 +16,9 @@ from flax import nnx
 from nin_jax import presets as presets_lib
 # Re-exported: callers name the layers through nin_jax.models.
 from nin_jax.layers import (CONV_IMPLS, CPU_WEIGHT_GRAD_CHUNKS, INITS,  # noqa: F401
-                            ConvImpl, ConvLayer, Init, channel_matmul, dropout,
-                            kernel_init, pool2d, pool_output_size,
+                            DROPOUT_FORMS, ConvImpl, ConvLayer, Init,
+                            channel_matmul, dropout, dropout_at_test,
+                            dropout_layer, kernel_init, pool2d, pool_output_size,
                             resolve_conv_impl)
 
 
@@ -58,13 +59,15 @@ class FCHead(nnx.Module):
   """The ablation's head: flatten → hidden Dense+ReLU (+dropout) → logits."""
 
   def __init__(self, in_features: int, hidden: Sequence[int], num_classes: int, *,
-               dropout_rate: float, init: str, dtype, rngs: nnx.Rngs):
+               dropout_rate: float, dropout_form: str = 'inverted', init: str,
+               dtype, rngs: nnx.Rngs):
     widths = (in_features, *hidden, num_classes)
     self.kernels = nnx.List([
         nnx.Param(kernel_init(init, presets_lib.PAPER_INIT_STD)(rngs.params(), (a, b)))
         for a, b in zip(widths[:-1], widths[1:])])
     self.biases = nnx.List([nnx.Param(jnp.zeros((b,))) for b in widths[1:]])
     self.dropout_rate = dropout_rate
+    self.dropout_form = dropout_form
     self.dtype = dtype
 
   def __call__(self, x, *, train: bool, dropout_key=None):
@@ -72,8 +75,9 @@ class FCHead(nnx.Module):
     n = len(self.kernels)
     for i, (kernel, bias) in enumerate(zip(self.kernels, self.biases)):
       # Dropout on each Dense layer's input (the flattened maps, then hidden units).
-      if self.dropout_rate > 0 and train:
-        x = dropout(x, self.dropout_rate, jax.random.fold_in(dropout_key, 1000 + i))
+      if self.dropout_rate > 0:
+        x = dropout_layer(x, self.dropout_rate, train=train, form=self.dropout_form,
+                          key=jax.random.fold_in(dropout_key, 1000 + i) if train else None)
       x = x @ kernel[...].astype(self.dtype) + bias[...].astype(self.dtype)
       if i < n - 1:
         x = jax.nn.relu(x)
@@ -86,15 +90,20 @@ class NIN(nnx.Module):
   head='gap': the last mlpconv layer makes one map per class and global average
   pooling turns maps into logits (the paper). head='fc': the same maps are
   flattened into fully connected layers (the paper's section 4.6 ablation).
+  dropout_form: 'cuda_convnet' (the authors' CIFAR/SVHN/MNIST runs: no rescale
+  in training, × (1 − p) at test) or 'inverted' (Caffe); see layers.DROPOUT_FORMS.
   """
 
   def __init__(self, spec: presets_lib.NINSpec, *, input_shape=None,
                head: str = 'gap', fc_hidden: Sequence[int] = (),
                fc_dropout: float = 0.0, dropout_rate: float = 0.5,
+               dropout_form: str = 'inverted',
                batch_norm: bool = False, init: str = 'paper',
                conv_impl: str = 'auto', dtype=jnp.float32, rngs: nnx.Rngs):
     if head not in HEADS:
       raise ValueError(f'unknown head {head!r}; choose one of {HEADS}')
+    if dropout_form not in DROPOUT_FORMS:
+      raise ValueError(f'unknown dropout form {dropout_form!r}; choose one of {DROPOUT_FORMS}')
     self.spec = spec
     self.input_shape = tuple(input_shape or spec.input_shape)
     self.dtype = dtype
@@ -122,9 +131,11 @@ class NIN(nnx.Module):
     self.pool_slice_grad = jax.default_backend() == 'cpu'
     self.final_map_shape = (h, w, channels)
     self.dropout_rate = dropout_rate
+    self.dropout_form = dropout_form
     self.head = head
     self.fc = (FCHead(h * w * channels, tuple(fc_hidden), spec.num_classes,
-                      dropout_rate=fc_dropout, init=init, dtype=dtype, rngs=rngs)
+                      dropout_rate=fc_dropout, dropout_form=dropout_form,
+                      init=init, dtype=dtype, rngs=rngs)
                if head == 'fc' else None)
 
   def __call__(self, x, *, train: bool = False, dropout_key=None,
@@ -146,8 +157,9 @@ class NIN(nnx.Module):
                    slice_grad=self.pool_slice_grad)
         if taps is not None:
           taps.append((f'block{i + 1}.pool', x.shape))
-      if b.dropout and train and self.dropout_rate > 0:
-        x = dropout(x, self.dropout_rate, jax.random.fold_in(dropout_key, i))
+      if b.dropout and self.dropout_rate > 0:
+        x = dropout_layer(x, self.dropout_rate, train=train, form=self.dropout_form,
+                          key=jax.random.fold_in(dropout_key, i) if train else None)
     if self.fc is not None:
       logits = self.fc(x, train=train, dropout_key=dropout_key)
     else:
@@ -162,6 +174,8 @@ class NIN(nnx.Module):
       x = block(x, train=False)
       if b.pool != 'none':
         x = pool2d(x, b.pool, b.pool_size, b.pool_stride)
+      if b.dropout and self.dropout_rate > 0:
+        x = dropout_at_test(x, self.dropout_rate, self.dropout_form)
     return x.astype(jnp.float32)
 
   def _has_dropout(self) -> bool:

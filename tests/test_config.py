@@ -87,6 +87,7 @@ def test_unknown_key_or_wrong_type_is_refused(tmp_path, override, message):
     ('dataset.name', 'imagenet21k', 'unknown dataset'),
     ('optim.schedule', 'linear', 'choose one of'),
     ('model.dtype', 'float16', 'choose one of'),
+    ('model.dropout_form', 'caffe', 'choose one of'),
     ('dataset.on_device', True, 'streamed'),
 ])
 def test_validation_names_the_field(field, value, message):

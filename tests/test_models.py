@@ -160,6 +160,46 @@ def test_dropout_drops_at_the_rate_and_rescales():
   assert models.dropout(x, 0.0, jax.random.key(0)) is x
 
 
+def test_cuda_convnet_dropout_zeroes_without_rescaling_and_scales_at_test():
+  # The authors' DropoutNeuron: survivors keep their value in training, and at
+  # test every unit is multiplied by 1 - p. Caffe's inverted form: survivors
+  # are scaled by 1 / (1 - p) in training, test is the identity.
+  x = jnp.full((64, 16, 16, 24), 3.0)
+  key = jax.random.key(0)
+  for rate in (0.5, 0.3):
+    y = models.dropout(x, rate, key, form='cuda_convnet')
+    kept = y != 0
+    assert abs(float(kept.mean()) - (1 - rate)) < 0.01
+    np.testing.assert_array_equal(y[kept], 3.0)
+    # Same mask as the inverted form, only the survivors' scale differs.
+    np.testing.assert_array_equal(models.dropout(x, rate, key) != 0, kept)
+    np.testing.assert_allclose(models.dropout_at_test(x, rate, 'cuda_convnet'),
+                               3.0 * (1 - rate), rtol=1e-6)
+    assert models.dropout_at_test(x, rate, 'inverted') is x
+  with pytest.raises(ValueError, match='dropout form'):
+    models.dropout(x, 0.5, key, form='caffe')
+
+
+def test_dropout_form_scales_what_the_next_block_sees():
+  # With zero biases (the paper init) a ReLU network is positively homogeneous,
+  # so two dropout layers that pass (1 - p)× the inverted form's values give
+  # logits (1 - p)² as large: in training (same masks) and at test.
+  spec = presets.scaled(presets.mnist(), 0.125)
+  x = jax.random.normal(jax.random.key(0), (2, 28, 28, 1))
+  key = jax.random.key(3)
+  nets = {form: models.NIN(spec, dropout_rate=0.5, dropout_form=form, rngs=nnx.Rngs(0))
+          for form in models.DROPOUT_FORMS}
+  no_dropout = models.NIN(spec, dropout_rate=0.0, rngs=nnx.Rngs(0))
+  inverted, cuda = nets['inverted'], nets['cuda_convnet']
+  np.testing.assert_allclose(cuda(x, train=True, dropout_key=key),
+                             0.25 * inverted(x, train=True, dropout_key=key),
+                             rtol=1e-4, atol=1e-7)
+  np.testing.assert_allclose(inverted(x), no_dropout(x), rtol=1e-6)
+  np.testing.assert_allclose(cuda(x), 0.25 * no_dropout(x), rtol=1e-4, atol=1e-7)
+  np.testing.assert_allclose(cuda.class_maps(x).mean(axis=(1, 2)), cuda(x),
+                             rtol=1e-5, atol=1e-7)
+
+
 def test_gap_head_is_the_mean_of_the_last_maps():
   model = models.NIN(presets.scaled(presets.mnist(), 0.25), rngs=nnx.Rngs(1))
   x = jax.random.normal(jax.random.key(0), (3, 28, 28, 1))

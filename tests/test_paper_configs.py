@@ -44,6 +44,16 @@ def test_cifar10_is_the_authors_setup():
   assert not noaug.augment.flip and noaug.augment.translate == 0
 
 
+@pytest.mark.parametrize('name, form', [
+    ('cifar10', 'cuda_convnet'), ('cifar10_noaug', 'cuda_convnet'),
+    ('cifar100', 'cuda_convnet'), ('svhn', 'cuda_convnet'), ('mnist', 'cuda_convnet'),
+    ('imagenet', 'inverted'), ('cifar10_modern', 'inverted'),
+    ('fashion_mnist', 'inverted')])
+def test_dropout_is_the_framework_of_the_authors_run(name, form):
+  # cuda-convnet runs (the authors' NIN/ files) vs Caffe zoo runs.
+  assert get_config(name).model.dropout_form == form
+
+
 def test_imagenet_is_the_zoo_solver_with_linear_scaling():
   c = get_config('imagenet')
   assert (c.optim.batch_size, c.optim.reference_batch_size, c.optim.learning_rate) == (

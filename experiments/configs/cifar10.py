@@ -4,6 +4,8 @@ The authors' cuda-convnet setup, field for field:
 - network: 3 mlpconv blocks (192-160-96 5×5, 192-192-192 5×5, 192-192-10 3×3),
   3×3/2 max pools rounding up, dropout 0.5 after blocks 1 and 2, GAP head;
 - init: Gaussian std 0.05 everywhere, zero biases;
+- dropout: cuda-convnet's, not inverted (training zeroes units without
+  rescaling, test multiplies by 0.5; PluginsSrc extralayers DropoutNeuron);
 - solver: SGD momentum 0.9, batch 128, lr 0.1 (biases ×2, last layer ×0.1),
   L2 1e-4 on weights only; 200 epochs, then /10 for 30, /10 again for 30;
 - input: per-image GCN (scale 55) then ZCA (filter bias 0.1) fitted on the 50k
@@ -22,6 +24,7 @@ def get_config():
   config.dataset.name = 'cifar10'
   config.dataset.preprocessing = 'gcn_zca'
   config.model.preset = 'cifar10'
+  config.model.dropout_form = 'cuda_convnet'  # DropoutNeuron: no rescale, ×0.5 at test
   config.augment.translate = 4
   config.augment.flip = True
   config.optim.batch_size = 128

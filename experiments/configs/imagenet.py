@@ -23,6 +23,7 @@ def get_config():
   config.dataset.name = 'imagenet2012'
   config.dataset.image_size = 224
   config.model.preset = 'imagenet'
+  config.model.dropout_form = 'inverted'  # Caffe's dropout layer
   config.optim.batch_size = 64
   config.optim.reference_batch_size = 64
   config.optim.learning_rate = 0.01
