@@ -229,6 +229,15 @@ def test_paper_init_is_gaussian_std_005_and_zero_bias():
   assert float(jnp.abs(model.blocks[1].layers[0].bias[...]).max()) == 0.0
 
 
+def test_cifar100_init_is_the_authors_per_layer_stds():
+  # NIN/cifar-100_def: conv1 0.001, cccp1 and cccp2 0.01, every other layer 0.05.
+  expected = [[0.001, 0.01, 0.01], [0.05, 0.05, 0.05], [0.05, 0.05, 0.05]]
+  model = models.NIN(presets.cifar100(), rngs=nnx.Rngs(0))
+  measured = [[float(layer.kernel[...].std()) for layer in block.layers]
+              for block in model.blocks]
+  np.testing.assert_allclose(measured, expected, rtol=0.05)
+
+
 @pytest.mark.parametrize('impl', ['conv', 'patches'])
 def test_conv_formulations_agree_with_matmul(impl):
   spec = presets.scaled(presets.imagenet(), 1 / 16)  # stride-4 11×11 and 5×5, 3×3

@@ -54,6 +54,16 @@ def test_dropout_is_the_framework_of_the_authors_run(name, form):
   assert get_config(name).model.dropout_form == form
 
 
+def test_cifar100_is_the_authors_files_not_the_papers_sentence():
+  # NIN/cifar-100_params: epsW 0.01 × coeff 2, wc 0.001 / coeff 2, the last
+  # layer at the same rate as the others.
+  c = get_config('cifar100')
+  assert (c.model.preset, c.dataset.preprocessing) == ('cifar100', 'gcn_zca')
+  assert (c.optim.learning_rate, c.optim.weight_decay) == (0.02, 5e-4)
+  assert (c.optim.bias_lr_mult, c.optim.last_layer_lr_mult) == (2.0, 1.0)
+  assert not c.augment.flip and c.augment.translate == 0
+
+
 def test_imagenet_is_the_zoo_solver_with_linear_scaling():
   c = get_config('imagenet')
   assert (c.optim.batch_size, c.optim.reference_batch_size, c.optim.learning_rate) == (
