@@ -15,6 +15,7 @@ import ml_collections
 from nin_jax import datasets, input_pipeline, models, optim, presets
 
 DTYPES = ('float32', 'bfloat16')
+IMAGENET_MEANS = ('pixel', 'image')
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -26,11 +27,16 @@ def base_config() -> ml_collections.ConfigDict:
       source='tfds',            # 'tfds', or 'idx' for local MNIST-format files
       data_dir='',              # TFDS data_dir ('' = TFDS default)
       idx_dir='',               # IDX files ('' = Debian's Fashion-MNIST, for fashion_mnist only)
-      preprocessing='standardize',  # standardize | gcn_zca | lcn | none
+      # standardize | gcn_zca | gcn_lcn (SVHN as pylearn2) | lcn | mean_image | none
+      preprocessing='standardize',
       gcn_scale=55.0,
       zca_filter_bias=0.1,
       cache_dir='',             # where fitted ZCA lives ('' = ~/.cache/nin_jax)
       image_size=224,           # ImageNet crop (224, or 227 as in Caffe)
+      imagenet_mean='pixel',    # ImageNet: 'image' (zoo mean_file, computed once, cached) or 'pixel'
+      train_extra=False,        # also train on the 'extra' split (SVHN)
+      validation_per_class_train=0,  # held out of 'train' per class for validation metrics
+      validation_per_class_extra=0,  # held out of 'extra' per class (with train_extra)
       on_device=False,          # hold the train split on device; gather in the step
       train_subset=0,           # >0: use this many training images (quick runs)
       test_subset=0,
@@ -114,6 +120,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
         f'{d.name} is streamed; only in-memory datasets can live on the device')
   check(d.preprocessing in input_pipeline.PREPROCESSINGS, 'dataset.preprocessing',
         f'choose one of {input_pipeline.PREPROCESSINGS}')
+  check(d.imagenet_mean in IMAGENET_MEANS, 'dataset.imagenet_mean',
+        f'choose one of {IMAGENET_MEANS}')
+  check(not d.train_extra or 'extra' in datasets.DATASETS[d.name].splits,
+        'dataset.train_extra', f'{d.name} has no extra split')
+  check(d.validation_per_class_train >= 0 and d.validation_per_class_extra >= 0,
+        'dataset.validation_per_class_train', 'must be >= 0')
+  check(d.train_extra or not d.validation_per_class_extra,
+        'dataset.validation_per_class_extra', 'needs dataset.train_extra')
   check(d.train_subset >= 0 and d.test_subset >= 0, 'dataset.train_subset',
         'subset sizes must be >= 0')
   check(config.augment.translate >= 0, 'augment.translate', 'must be >= 0 pixels')

@@ -88,6 +88,9 @@ def test_unknown_key_or_wrong_type_is_refused(tmp_path, override, message):
     ('optim.schedule', 'linear', 'choose one of'),
     ('model.dtype', 'float16', 'choose one of'),
     ('model.dropout_form', 'caffe', 'choose one of'),
+    ('dataset.train_extra', True, 'has no extra split'),
+    ('dataset.imagenet_mean', 'channel', 'choose one of'),
+    ('dataset.validation_per_class_extra', 200, 'needs dataset.train_extra'),
     ('dataset.on_device', True, 'streamed'),
 ])
 def test_validation_names_the_field(field, value, message):

@@ -97,11 +97,19 @@ def test_config_trains_one_step_on_mock_data(name, tmp_path, zca_cache):
     config.model.width_multiplier = 0.125  # the full net is checked above; keep CI fast
   if config.dataset.source == 'idx':
     config.dataset.train_subset, config.dataset.test_subset = 64, 20
-  with tfds.testing.mock_data(num_examples=24):
+  mock_examples = 24
+  held_out = config.dataset.validation_per_class_train > 0
+  if held_out:  # SVHN's 400 + 200 per class, scaled to the mock data.
+    config.dataset.validation_per_class_train = 2
+    config.dataset.validation_per_class_extra = 1
+    mock_examples = 60
+  with tfds.testing.mock_data(num_examples=mock_examples):
     result = train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert result['step'] == 1
   assert np.isfinite(result['test/loss'])
-  assert result['test/examples'] == (20 if config.dataset.source == 'idx' else 24)
+  assert result['test/examples'] == (20 if config.dataset.source == 'idx' else mock_examples)
+  if held_out:  # Validation metrics are logged beside the test metrics.
+    assert result['val/examples'] == 30 and np.isfinite(result['val/loss'])
 
 
 def test_imagenet_pipeline_crops_mirrors_and_subtracts_the_mean():
