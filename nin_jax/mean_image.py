@@ -59,7 +59,7 @@ def cached_mean_image(path: str | os.PathLike[str], shape: tuple[int, ...],
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.parent / f'.tmp_{uuid.uuid4().hex}_{path.name}'
   tmp.write_bytes(buffer.getvalue())
-  tmp.rename(path)  # Readers never see half a file.
+  tmp.replace(path)  # Readers never see half a file.
   logging.info('Wrote the mean image to %s', path)
   return mean
 
