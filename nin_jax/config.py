@@ -69,9 +69,15 @@ def base_config() -> ml_collections.ConfigDict:
       weight_decay=1e-4,        # L2 on weights only
       bias_lr_mult=2.0,
       last_layer_lr_mult=0.1,
+      # <0: last_layer_lr_mult × bias_lr_mult (cuda-convnet: 0.2); the Caffe zoo
+      # CIFAR-10 solver sets the logits layer's bias alone (blobs_lr 0.1).
+      last_layer_bias_lr_mult=-1.0,
       schedule='step',          # step | cosine | constant
       decay_epochs=(200.0, 230.0),
       decay_factor=0.1,
+      # Rates a step decay divides: 'all' (Caffe) or 'weights' (the cuda-convnet
+      # README: "change all the epsW to one tenth"; biases keep their rate).
+      decay_scope='all',
       warmup_epochs=0.0,
       label_smoothing=0.0,
   ))
@@ -156,6 +162,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
         f'choose one of {optim.SCHEDULES}')
   check(list(o.decay_epochs) == sorted(o.decay_epochs), 'optim.decay_epochs',
         'must be increasing')
+  check(o.decay_scope in optim.DECAY_SCOPES, 'optim.decay_scope',
+        f'choose one of {optim.DECAY_SCOPES}')
+  check(o.decay_scope == 'all' or o.schedule == 'step', 'optim.decay_scope',
+        "'weights' applies to the step schedule only")
   check(0.0 < o.decay_factor <= 1.0, 'optim.decay_factor', 'must be in (0, 1]')
   check(o.warmup_epochs >= 0, 'optim.warmup_epochs', 'must be >= 0')
   check(0.0 <= o.label_smoothing < 1.0, 'optim.label_smoothing', 'must be in [0, 1)')

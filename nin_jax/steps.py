@@ -67,7 +67,8 @@ def create_train_state(config, num_classes: int, input_shape, steps_per_epoch: i
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   params, rest = nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
   schedule = optim.learning_rate_schedule(config.optim, steps_per_epoch, total_steps)
-  tx = optim.create_optimizer(config.optim, model.param_roles(params), schedule)
+  bias_schedule = optim.bias_learning_rate_schedule(config.optim, steps_per_epoch, total_steps)
+  tx = optim.create_optimizer(config.optim, model.param_roles(params), schedule, bias_schedule)
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
                      batch_stats=rest, opt_state=tx.init(params))
   return state, Task(graphdef, tx, schedule, num_classes, config)

@@ -89,6 +89,7 @@ def test_unknown_key_or_wrong_type_is_refused(tmp_path, override, message):
     ('model.dtype', 'float16', 'choose one of'),
     ('model.dropout_form', 'caffe', 'choose one of'),
     ('dataset.train_extra', True, 'has no extra split'),
+    ('optim.decay_scope', 'biases', 'choose one of'),
     ('dataset.imagenet_mean', 'channel', 'choose one of'),
     ('dataset.validation_per_class_extra', 200, 'needs dataset.train_extra'),
     ('dataset.on_device', True, 'streamed'),

@@ -25,7 +25,7 @@ def get_config(name):
 
 def test_every_paper_row_has_a_config():
   for name in ('cifar10', 'cifar10_noaug', 'cifar100', 'svhn', 'mnist', 'imagenet',
-               'cifar10_modern', 'fashion_mnist'):
+               'cifar10_caffe', 'cifar10_modern', 'fashion_mnist'):
     assert name in CONFIGS
 
 
@@ -47,7 +47,7 @@ def test_cifar10_is_the_authors_setup():
 @pytest.mark.parametrize('name, form', [
     ('cifar10', 'cuda_convnet'), ('cifar10_noaug', 'cuda_convnet'),
     ('cifar100', 'cuda_convnet'), ('svhn', 'cuda_convnet'), ('mnist', 'cuda_convnet'),
-    ('imagenet', 'inverted'), ('cifar10_modern', 'inverted'),
+    ('imagenet', 'inverted'), ('cifar10_caffe', 'inverted'), ('cifar10_modern', 'inverted'),
     ('fashion_mnist', 'inverted')])
 def test_dropout_is_the_framework_of_the_authors_run(name, form):
   # cuda-convnet runs (the authors' NIN/ files) vs Caffe zoo runs.
@@ -61,6 +61,22 @@ def test_cifar100_is_the_authors_files_not_the_papers_sentence():
   assert (c.model.preset, c.dataset.preprocessing) == ('cifar100', 'gcn_zca')
   assert (c.optim.learning_rate, c.optim.weight_decay) == (0.02, 5e-4)
   assert (c.optim.bias_lr_mult, c.optim.last_layer_lr_mult) == (2.0, 1.0)
+  assert not c.augment.flip and c.augment.translate == 0
+
+
+def test_cifar10_caffe_is_the_zoo_solver():
+  # 120k iterations at batch 128, one ×0.1 step at 100k; cccp6 weights and
+  # biases at blobs_lr 0.1 (bias rate 0.01); average pool2; no augmentation.
+  from nin_jax import optim
+  c = get_config('cifar10_caffe')
+  steps_per_epoch = input_pipeline.steps_per_epoch(50_000, c.optim.batch_size)
+  assert c.optim.batch_size == 128
+  assert int(round(c.num_epochs * steps_per_epoch)) == 120_000
+  assert [int(round(e * steps_per_epoch)) for e in c.optim.decay_epochs] == [100_000]
+  assert (c.optim.learning_rate, c.optim.bias_lr_mult, c.optim.last_layer_lr_mult) == (
+      0.1, 2.0, 0.1)
+  assert c.optim.learning_rate * optim.last_bias_lr_mult(c.optim) == pytest.approx(0.01)
+  assert presets.get_preset(c.model.preset).blocks[1].pool == 'avg'
   assert not c.augment.flip and c.augment.translate == 0
 
 
