@@ -204,6 +204,34 @@ class ConvLayer(nnx.Module):
     return jax.nn.relu(y)
 
 
+class LocalLayer(nnx.Module):
+  """A locally connected k×k layer (cuda-convnet's 'local'), ReLU after it.
+
+  Like a stride-1 convolution, but every output pixel has its own kernel:
+  im2col patches times a (Ho, Wo, k²·C, D) kernel. Biases are shared per
+  output map. Used by the conventional CNN of the paper's section 4.6.
+  """
+
+  def __init__(self, in_features: int, out_features: int, kernel_size: int, *,
+               input_hw: tuple[int, int], padding: int = 0, init: str = 'paper',
+               init_std: float = presets_lib.PAPER_INIT_STD, dtype=jnp.float32,
+               rngs: nnx.Rngs):
+    self.kernel_size, self.padding, self.dtype = kernel_size, padding, dtype
+    ho, wo = (n + 2 * padding - kernel_size + 1 for n in input_hw)
+    shape = (ho, wo, kernel_size * kernel_size * in_features, out_features)
+    initializer = (jax.nn.initializers.variance_scaling(
+        2.0, 'fan_in', 'normal', in_axis=-2, out_axis=-1, batch_axis=(0, 1))
+        if init == 'he' else kernel_init(init, init_std))
+    self.kernel = nnx.Param(initializer(rngs.params(), shape))
+    self.bias = nnx.Param(jnp.zeros((out_features,)))
+
+  def __call__(self, x, *, train: bool):
+    del train
+    patches = _extract_patches(x.astype(self.dtype), self.kernel_size, 1, self.padding)
+    y = jnp.einsum('nhwp,hwpd->nhwd', patches, self.kernel[...].astype(self.dtype))
+    return jax.nn.relu(y + self.bias[...].astype(self.dtype))
+
+
 def pool_output_size(size: int, window: int, stride: int) -> int:
   """Caffe / cuda-convnet pooling: the output size rounds up."""
   out = -(-(size - window) // stride) + 1

@@ -16,7 +16,7 @@ from flax import nnx
 from nin_jax import presets as presets_lib
 # Re-exported: callers name the layers through nin_jax.models.
 from nin_jax.layers import (CONV_IMPLS, CPU_WEIGHT_GRAD_CHUNKS, INITS,  # noqa: F401
-                            DROPOUT_FORMS, ConvImpl, ConvLayer, Init,
+                            DROPOUT_FORMS, ConvImpl, ConvLayer, Init, LocalLayer,
                             channel_matmul, dropout, dropout_at_test,
                             dropout_layer, kernel_init, pool2d, pool_output_size,
                             resolve_conv_impl)
@@ -34,16 +34,23 @@ class MLPConv(nnx.Module):
                *, stride: int = 1, padding: int = 0,
                init_stds: Sequence[float] | None = None, init: str = 'paper',
                batch_norm: bool = False, conv_impl: str = 'matmul',
+               local_input_hw: tuple[int, int] | None = None,
                dtype=jnp.float32, rngs: nnx.Rngs):
+    """local_input_hw: the input's H, W when the k×k layer is locally connected."""
     init_stds = init_stds or (presets_lib.PAPER_INIT_STD,) * len(features)
     layers = []
     for i, (out_features, std) in enumerate(zip(features, init_stds)):
       spatial = i == 0
-      layers.append(ConvLayer(
-          in_features, out_features, kernel_size if spatial else 1,
-          stride=stride if spatial else 1, padding=padding if spatial else 0,
-          init=init, init_std=std, batch_norm=batch_norm, conv_impl=conv_impl,
-          dtype=dtype, rngs=rngs))
+      if spatial and local_input_hw is not None:
+        layers.append(LocalLayer(in_features, out_features, kernel_size,
+                                 input_hw=local_input_hw, padding=padding, init=init,
+                                 init_std=std, dtype=dtype, rngs=rngs))
+      else:
+        layers.append(ConvLayer(
+            in_features, out_features, kernel_size if spatial else 1,
+            stride=stride if spatial else 1, padding=padding if spatial else 0,
+            init=init, init_std=std, batch_norm=batch_norm, conv_impl=conv_impl,
+            dtype=dtype, rngs=rngs))
       in_features = out_features
     self.layers = nnx.List(layers)
 
@@ -113,7 +120,9 @@ class NIN(nnx.Module):
       blocks.append(MLPConv(channels, b.features, b.kernel_size, stride=b.stride,
                             padding=b.padding, init_stds=b.layer_init_stds(),
                             init=init, batch_norm=batch_norm,
-                            conv_impl=conv_impl, dtype=dtype, rngs=rngs))
+                            conv_impl=conv_impl,
+                            local_input_hw=(h, w) if b.local else None,
+                            dtype=dtype, rngs=rngs))
       channels = b.features[-1]
       h = (h + 2 * b.padding - b.kernel_size) // b.stride + 1
       w = (w + 2 * b.padding - b.kernel_size) // b.stride + 1

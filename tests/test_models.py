@@ -238,6 +238,35 @@ def test_cifar100_init_is_the_authors_per_layer_stds():
   np.testing.assert_allclose(measured, expected, rtol=0.05)
 
 
+def test_conventional_cnn_is_three_convolutions_and_a_local_layer():
+  # Paper 4.6: three convolutions, then a locally connected layer with 10 maps
+  # (16 cut to 10, one per class) for GAP; sizes as the preset infers them.
+  model = abstract_model('cifar10_cnn')
+  shapes = layer_shapes(model, (32, 32, 3))
+  assert [shapes[f'block{i}.pool'] for i in (1, 2, 3)] == [
+      (16, 16, 64), (8, 8, 64), (4, 4, 64)]
+  assert shapes['block4.conv'] == (4, 4, 10)
+  local = model.blocks[3].layers[0]
+  assert isinstance(local, models.LocalLayer) and local.kernel.shape == (4, 4, 9 * 64, 10)
+  # conv1, conv2 and conv3 (weights + biases), then one kernel per output pixel.
+  assert models.count_params(model) == (
+      (5 * 5 * 3 * 64 + 64) + 2 * (5 * 5 * 64 * 64 + 64) + (4 * 4 * 9 * 64 * 10 + 10))
+
+
+def test_local_layer_with_equal_kernels_is_a_convolution():
+  layer = models.LocalLayer(3, 5, 3, input_hw=(6, 6), padding=1, rngs=nnx.Rngs(0))
+  conv = jax.random.normal(jax.random.key(1), (3, 3, 3, 5))
+  layer.kernel[...] = jnp.broadcast_to(conv.reshape(27, 5), (6, 6, 27, 5))
+  x = jax.random.normal(jax.random.key(2), (2, 6, 6, 3))
+  expected = jax.nn.relu(jax.lax.conv_general_dilated(
+      x, conv, (1, 1), [(1, 1)] * 2, dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
+  np.testing.assert_allclose(layer(x, train=False), expected, rtol=1e-5, atol=1e-5)
+  layer.kernel[...] = layer.kernel[...].at[0, 0].set(0.0)  # unshared: one pixel alone
+  y = layer(x, train=False)
+  np.testing.assert_allclose(y[:, 0, 0], 0.0)
+  np.testing.assert_allclose(y[:, 1:, 1:], expected[:, 1:, 1:], rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize('impl', ['conv', 'patches'])
 def test_conv_formulations_agree_with_matmul(impl):
   spec = presets.scaled(presets.imagenet(), 1 / 16)  # stride-4 11×11 and 5×5, 3×3

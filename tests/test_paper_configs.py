@@ -25,7 +25,8 @@ def get_config(name):
 
 def test_every_paper_row_has_a_config():
   for name in ('cifar10', 'cifar10_noaug', 'cifar100', 'svhn', 'mnist', 'imagenet',
-               'cifar10_caffe', 'cifar10_modern', 'fashion_mnist'):
+               'cifar10_caffe', 'cifar10_nodropout', 'cifar10_cnn', 'cifar10_cnn_fc',
+               'cifar10_cnn_fc_dropout', 'cifar10_modern', 'fashion_mnist'):
     assert name in CONFIGS
 
 
@@ -78,6 +79,21 @@ def test_cifar10_caffe_is_the_zoo_solver():
   assert c.optim.learning_rate * optim.last_bias_lr_mult(c.optim) == pytest.approx(0.01)
   assert presets.get_preset(c.model.preset).blocks[1].pool == 'avg'
   assert not c.augment.flip and c.augment.translate == 0
+
+
+def test_the_papers_missing_experiments():
+  # Figure 3: NIN without dropout (14.51%); section 4.6: the conventional CNN
+  # with FC (17.56%), FC + dropout (15.99%) and GAP (16.46%) heads.
+  nodropout, noaug = get_config('cifar10_nodropout'), get_config('cifar10_noaug')
+  assert nodropout.model.dropout_rate == 0.0
+  nodropout.model.dropout_rate = noaug.model.dropout_rate
+  assert nodropout.to_dict() == noaug.to_dict()
+  heads = {name: (c.model.preset, c.model.head, tuple(c.model.fc_hidden), c.model.fc_dropout)
+           for name in ('cifar10_cnn', 'cifar10_cnn_fc', 'cifar10_cnn_fc_dropout')
+           for c in [get_config(name)]}
+  assert heads == {'cifar10_cnn': ('cifar10_cnn', 'gap', (), 0.0),
+                   'cifar10_cnn_fc': ('cifar10_cnn', 'fc', (), 0.0),
+                   'cifar10_cnn_fc_dropout': ('cifar10_cnn', 'fc', (), 0.5)}
 
 
 def test_imagenet_is_the_zoo_solver_with_linear_scaling():
