@@ -34,6 +34,14 @@ def test_every_config_is_valid_and_documented(path):
     assert set(config[group].keys()) == set(base[group].keys()), group
 
 
+@pytest.mark.parametrize('name', ['cifar100', 'svhn', 'mnist', 'cifar10_cnn',
+                                  'cifar10_caffe', 'cifar10_nodropout'])
+def test_unpublished_values_are_marked_inferred(name):
+  # The authors never published these schedules / sizes; the docstring says so.
+  module = load_config_module(os.path.join(REPO, 'experiments', 'configs', f'{name}.py'))
+  assert 'INFERRED' in module.__doc__
+
+
 SWEPT_CONFIG_FILES = [p for p in CONFIG_FILES if 'def sweep(' in open(p).read()]
 
 

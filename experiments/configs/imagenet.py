@@ -1,9 +1,10 @@
 """ImageNet: the Caffe Model Zoo NIN (paper: 59.36% top-1 centre-crop accuracy).
 
 4 mlpconv blocks (7,595,176 parameters; 224 → 54 → 27 → 13 → 6 → 1), dropout
-0.5 after the third pool, GAP over the 6×6 class maps. The zoo solver: SGD
-momentum 0.9, batch 64, base lr 0.01 (biases ×2), L2 5e-4 on weights, lr ×0.1
-every 200k iterations, 450k iterations (10, 20 and 22.5 epochs of 1.28M images
+0.5 after the third pool, GAP over the 6×6 class maps (the zoo's
+train_val.prototxt; init std 0.01 for conv1, conv3 and cccp8, 0.05
+elsewhere). The zoo solver (solver.prototxt): SGD momentum 0.9, batch 64,
+base lr 0.01 (biases ×2), L2 5e-4 on weights, lr ×0.1 every 200k iterations, 450k iterations (10, 20 and 22.5 epochs of 1.28M images
 at batch 64). Input (the zoo's train_val.prototxt): random 224 crop + mirror
 minus the per-pixel mean IMAGE of the training set (the zoo's `mean_file`;
 computed once here on the first run, one pass over 1.28M images, and cached
