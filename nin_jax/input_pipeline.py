@@ -35,6 +35,8 @@ class InMemoryData:
   test_images: np.ndarray
   test_labels: np.ndarray
   num_classes: int
+  preprocessing: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+  """What fit_preprocessing fitted on the training split (e.g. mean and std)."""
 
   @property
   def image_shape(self) -> tuple[int, int, int]:
@@ -84,29 +86,53 @@ def load(dataset: ml_collections.ConfigDict) -> InMemoryData:
     arrays[split] = (images, labels)
   num_classes = datasets.DATASETS[dataset.name].num_classes
   (train_x, train_y), (test_x, test_y) = arrays['train'], arrays['test']
-  train_x, test_x = _preprocess(dataset, train_x, test_x)
+  fitted = fit_preprocessing(dataset, train_x)
+  train_x, test_x = (apply_preprocessing(dataset, fitted, x) for x in (train_x, test_x))
   logging.info('%s: %d train / %d test images of shape %s (%s)', dataset.name,
                len(train_y), len(test_y), train_x.shape[1:], dataset.preprocessing)
   return InMemoryData(train_x, train_y.astype(np.int32), test_x,
-                      test_y.astype(np.int32), num_classes)
+                      test_y.astype(np.int32), num_classes, fitted)
 
 
-def _preprocess(dataset, train_x, test_x):
+def fit_preprocessing(dataset, train_x: np.ndarray) -> dict[str, np.ndarray]:
+  """The statistics config.dataset.preprocessing fits on the uint8 training split.
+
+  Whatever arrays they are, `apply_preprocessing` needs only them and the
+  config to preprocess new images: they are saved beside the checkpoint
+  (nin_jax/predict.py) so a trained model predicts without the dataset.
+  """
   kind = dataset.preprocessing
   if kind == 'standardize':
     mean, std = preprocess.channel_stats(train_x)
-    return (preprocess.standardize(train_x, mean, std),
-            preprocess.standardize(test_x, mean, std))
+    return {'mean': mean, 'std': std}
   if kind == 'gcn_zca':
-    key = f'{dataset.name}_{len(train_x)}'
-    return preprocess.gcn_zca(
-        train_x, test_x, cache_dir=dataset.cache_dir or default_cache_dir(),
-        cache_key=key, scale=dataset.gcn_scale, filter_bias=dataset.zca_filter_bias)
+    zca = preprocess.fit_gcn_zca(
+        train_x, cache_dir=dataset.cache_dir or default_cache_dir(),
+        cache_key=f'{dataset.name}_{len(train_x)}', scale=dataset.gcn_scale,
+        filter_bias=dataset.zca_filter_bias)
+    return {'zca_mean': zca.mean, 'zca_whitening': zca.whitening}
+  if kind in ('lcn', 'none'):
+    return {}
+  raise ValueError(f'unknown preprocessing {kind!r}; choose one of {PREPROCESSINGS}')
+
+
+def apply_preprocessing(dataset, fitted: dict[str, np.ndarray],
+                        images: np.ndarray) -> np.ndarray:
+  """uint8 images (N, H, W, C) → the model's float32 input, with fitted statistics."""
+  kind = dataset.preprocessing
+  if dataset.name in datasets.STREAMED:
+    from nin_jax import imagenet_input
+    return imagenet_input.normalize(images, fitted)
+  if kind == 'standardize':
+    return preprocess.standardize(images, fitted['mean'], fitted['std'])
+  if kind == 'gcn_zca':
+    zca = preprocess.ZCA(mean=fitted['zca_mean'], whitening=fitted['zca_whitening'])
+    return preprocess.apply_zca(
+        preprocess.global_contrast_normalize(images, scale=dataset.gcn_scale), zca)
   if kind == 'lcn':
-    return tuple(preprocess.local_contrast_normalize(x.astype(np.float32) / 255.0)
-                 for x in (train_x, test_x))
+    return preprocess.local_contrast_normalize(images.astype(np.float32) / 255.0)
   if kind == 'none':
-    return train_x.astype(np.float32) / 255.0, test_x.astype(np.float32) / 255.0
+    return images.astype(np.float32) / 255.0
   raise ValueError(f'unknown preprocessing {kind!r}; choose one of {PREPROCESSINGS}')
 
 

@@ -27,7 +27,7 @@ from flax import nnx
 
 from nin_jax import checkpoint as checkpoint_lib
 from nin_jax import config as config_lib
-from nin_jax import datasets, input_pipeline, metrics, sharding, steps
+from nin_jax import datasets, input_pipeline, metrics, predict, sharding, steps
 
 
 class Preemption:
@@ -112,6 +112,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     _truncate_metrics(writer.jsonl_path, start_step)
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json_best_effort(indent=2))
+    predict.write_inference_files(workdir, config, data.preprocessing, predict.class_names(
+        config.dataset.name, data.num_classes))
   metrics.console(
       f'{config.model.preset} on {config.dataset.name}: {sum(x.size for x in jax.tree.leaves(state.params)):,} params, '
       f'{dp.num_devices} {jax.default_backend()} device(s) in {jax.process_count()} '
@@ -208,6 +210,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       metrics.plot_curves(workdir)
     with open(os.path.join(workdir, 'final_metrics.json'), 'w') as f:
       json.dump({'step': step, **{k: float(v) for k, v in last_eval.items()}}, f, indent=2)
+    params, rest = jax.tree.map(lambda x: x.addressable_data(0),
+                                (state.params, state.batch_stats))
+    predict.export(workdir, nnx.merge(task.graphdef, params, rest))
   return {'step': step, 'preempted': step < total_steps,
           **{k: float(v) for k, v in last_eval.items()}}
 
