@@ -298,3 +298,42 @@ def convert(path: str, zoo_name: str, model_config=None):
                         preset=model_config.preset)
   nnx.replace_by_pure_dict(params, converted)
   return converted, nnx.merge(graphdef, params, rest)
+
+
+def zoo_config(zoo_name: str, data_dir: str = ''):
+  """The nin_jax config of a zoo model: its preset, dataset and input preprocessing."""
+  from nin_jax import config as config_lib
+  zoo = ZOO[zoo_name]
+  config = config_lib.base_config()
+  config.dataset.name = zoo.dataset
+  config.dataset.data_dir = data_dir
+  config.dataset.preprocessing = zoo.preprocessing
+  config.model.preset = zoo.preset
+  if zoo.dataset == 'imagenet2012':
+    config.optim.batch_size = 64
+  return config
+
+
+def write_workdir(workdir, config, model, fitted: dict[str, np.ndarray]) -> None:
+  """A converted model as a run's workdir (step-0 checkpoint + inference files).
+
+  `nin_jax.predict.load(workdir)` then predicts with it, and training with the
+  same workdir fine-tunes it.
+  """
+  import os
+  from etils import epath
+  from flax import nnx
+  import jax
+  from nin_jax import checkpoint, predict, steps
+
+  workdir = epath.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2))
+  state, _ = steps.create_train_state(config, model.spec.num_classes, model.input_shape, 1, 1)
+  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  state = state.replace(params=jax.tree.map(jax.numpy.asarray, params))
+  checkpointer = checkpoint.Checkpointer(os.fspath(workdir))
+  checkpointer.save(0, state, force=True)
+  checkpointer.close()
+  predict.write_inference_files(workdir, config, fitted, predict.class_names(
+      config.dataset.name, model.spec.num_classes))

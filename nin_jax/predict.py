@@ -48,7 +48,19 @@ CLASS_NAMES = {
 
 
 def class_names(dataset: str, num_classes: int) -> tuple[str, ...]:
+  if dataset == 'imagenet2012' and num_classes == 1000:
+    return _imagenet_wnids() or tuple(f'class {i}' for i in range(num_classes))
   return CLASS_NAMES.get(dataset, tuple(f'class {i}' for i in range(num_classes)))
+
+
+def _imagenet_wnids() -> tuple[str, ...] | None:
+  """ImageNet's WordNet ids in label order (TFDS ships them; Caffe's order is the same)."""
+  import importlib.util
+  spec = importlib.util.find_spec('tensorflow_datasets')
+  if spec is None or not spec.submodule_search_locations:
+    return None
+  path = epath.Path(spec.submodule_search_locations[0]) / 'datasets/imagenet2012/labels.txt'
+  return tuple(path.read_text().split()) if path.exists() else None
 
 
 def inference_dir(workdir) -> epath.Path:

@@ -98,3 +98,30 @@ def test_mean_binaryproto_is_read_as_rgb(tmp_path):
   path.write_bytes(caffe_writer.blob(mean_bgr, legacy_dims=True))
   np.testing.assert_array_equal(caffe_zoo.read_mean(str(path)),
                                 mean_bgr[0, ::-1].transpose(1, 2, 0))
+
+
+def test_eval_pretrained_converts_and_predicts_on_image_files(tmp_path):
+  """No ImageNet here: the script converts the file and predicts on the images given."""
+  import subprocess
+  import sys
+  from PIL import Image
+  from conftest import REPO
+  model, params = _random_model('imagenet', 1000, (224, 224, 3), seed=4)
+  (tmp_path / 'nin.caffemodel').write_bytes(caffe_writer.net(params, bgr=True))
+  pixels = np.random.default_rng(5).integers(0, 256, (256, 256, 3), np.uint8)
+  Image.fromarray(pixels).save(tmp_path / 'a.png')
+  result = subprocess.run(
+      [sys.executable, f'{REPO}/experiments/eval_pretrained.py',
+       f'--caffemodel={tmp_path / "nin.caffemodel"}', f'--workdir={tmp_path / "zoo"}',
+       f'--data_dir={tmp_path / "no_data"}', '--width_multiplier=0.25', str(tmp_path / 'a.png')],
+      capture_output=True, text=True, timeout=600, cwd=REPO,
+      env={**__import__('os').environ, 'PYTHONPATH': REPO, 'JAX_PLATFORMS': 'cpu'})
+  assert result.returncode == 0, result.stderr[-3000:]
+  line = [l for l in result.stdout.splitlines() if l.startswith(str(tmp_path / 'a.png'))][0]
+  # The zoo's input: RGB in [0, 255] minus Caffe's mean pixel; the 256² image is cropped to 224.
+  x = pixels[16:240, 16:240].astype(np.float32) - np.float32(caffe_zoo.IMAGENET_MEAN_RGB)
+  probs = np.asarray(__import__('jax').nn.softmax(model(x[None]), -1))[0]
+  best = int(np.argmax(probs))
+  from nin_jax import predict
+  name = predict.class_names('imagenet2012', 1000)[best]
+  assert name.startswith('n') and line.split(': ')[1].startswith(f'{name} {probs[best]:.3f}')
