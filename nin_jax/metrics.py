@@ -6,6 +6,7 @@ the train loop never asks which process it is.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -80,8 +81,9 @@ def format_duration(seconds: float) -> str:
 class Progress:
   """The console line: step, epoch, loss, accuracy, img/s, ETA.
 
-  Throughput counts only the steps since the last report, so a resumed run and
-  the first step's compile do not distort it.
+  Throughput counts only the steps since the last report, so a resumed run
+  does not distort it, and time spent inside `paused()` (evals, checkpoint
+  saves) is left out: img/s is the training speed.
   """
 
   def __init__(self, total_steps: int, steps_per_epoch: int, global_batch: int,
@@ -91,6 +93,15 @@ class Progress:
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
     self._stream = stream
     self._last_step, self._last_time = start_step, time.time()
+
+  @contextlib.contextmanager
+  def paused(self):
+    """Time spent in this block does not count against training throughput."""
+    start = time.time()
+    try:
+      yield
+    finally:
+      self._last_time += time.time() - start
 
   def report(self, step: int, scalars: dict[str, float]) -> float:
     """Prints the line for `step` (steps done) and returns images/s since the last."""

@@ -183,7 +183,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         sums = dp.replicate(steps.zero_train_sums())
       if step % eval_every == 0 or is_last:
         t0 = time.time()
-        last_eval = evaluate(state)
+        with progress.paused():
+          last_eval = evaluate(state)
         writer.write(step, {**last_eval, 'epoch': step / steps_per_epoch})
         if jax.process_index() == 0:
           print(f'eval at step {step}: ' + ' | '.join(
@@ -191,7 +192,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
               + f' ({int(last_eval["test/examples"])} images, {time.time() - t0:.1f}s)',
               flush=True)
       if save_now:
-        checkpointer.save(step, state)
+        with progress.paused():
+          checkpointer.save(step, state)
       if step in pause_steps:  # Test-only (config.testing): a kill point for tests.
         if not save_now:
           checkpointer.wait()  # Exact kill points: earlier saves are on disk, this one in flight.
