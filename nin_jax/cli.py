@@ -54,12 +54,15 @@ def _define_flags(default_config: str) -> None:
   flags.DEFINE_string('compilation_cache_dir', os.path.join('~', '.cache', 'nin_jax', 'xla'),
                       "JAX's persistent compilation cache: a rerun or resume skips "
                       "recompiling ('' = off).")
+  flags.DEFINE_string('profile_steps', '',
+                      'A:B traces steps A to B-1 with jax.profiler into <workdir>/profile '
+                      '(open with `tensorboard --logdir <workdir>/profile`).')
   flags.DEFINE_integer('heartbeat_timeout_s', 0,
                        'Multi-process: seconds after which a dead peer stops the '
                        'others (0 = JAX default).')
   # `--help` lists the main module's key flags: make these the script's own.
-  for name in ('config', 'print_config', 'workdir', 'coordinator_address', 'num_processes',
-               'process_id', 'compilation_cache_dir', 'heartbeat_timeout_s'):
+  for name in ('config', 'print_config', 'workdir', 'profile_steps', 'coordinator_address',
+               'num_processes', 'process_id', 'compilation_cache_dir', 'heartbeat_timeout_s'):
     FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
 
 
@@ -107,7 +110,9 @@ def _main(argv):
     sharding.maybe_initialize_distributed(
         FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
         FLAGS.heartbeat_timeout_s)
-    result = train.train_and_evaluate(config, workdir)
+    from nin_jax import profiling
+    result = train.train_and_evaluate(
+        config, workdir, profile_steps=profiling.parse_steps(FLAGS.profile_steps))
   except USER_ERRORS as e:
     print(f'error: {e}', file=sys.stderr, flush=True)
     sys.exit(2)

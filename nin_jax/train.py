@@ -27,7 +27,7 @@ from flax import nnx
 
 from nin_jax import checkpoint as checkpoint_lib
 from nin_jax import config as config_lib
-from nin_jax import datasets, input_pipeline, metrics, predict, sharding, steps
+from nin_jax import datasets, input_pipeline, metrics, predict, profiling, sharding, steps
 
 
 class Preemption:
@@ -69,9 +69,12 @@ class NonFiniteError(FloatingPointError):
   pass
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       profile_steps: tuple[int, int] | None = None) -> dict:
   """Trains and evaluates config's run in workdir, resuming if it holds checkpoints.
 
+  profile_steps: (A, B) traces steps A..B-1 with jax.profiler into
+  workdir/profile (nin_jax/profiling.py).
   Returns the final metrics (test accuracy etc.) as a dict.
   """
   config_lib.validate(config)
@@ -155,10 +158,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   else:
     batches = data.train_batches(config.optim.batch_size, config.seed, start_step)
   step = start_step
+  profiler = profiling.StepProfiler(os.path.join(workdir, profiling.PROFILE_DIR), profile_steps)
   pause_steps = {int(s) for s in config.testing.pause_at_steps}
   with Preemption() as preemption:
     while step < total_steps:
-      state, sums = p_train_step(state, sums, dp.to_global(next(batches)), device_data)
+      with profiler.step(step):
+        state, sums = p_train_step(state, sums, dp.to_global(next(batches)), device_data)
+        profiler.wait(sums)
       step += 1
       is_last = step == total_steps
       stop = preemption.should_stop(step)
@@ -202,6 +208,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if stop:
         logging.warning('preempted: checkpoint at step %d written; rerun to resume', step)
         break
+  profiler.close()  # The run ended before step B.
   dp.assert_replicas_agree(state)  # Multi-process: every host ends with the same model.
   checkpointer.close()
   writer.close()
