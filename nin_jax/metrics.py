@@ -41,9 +41,38 @@ class MetricWriter:
         _tf().summary.scalar(name, value)
     self._tb.flush()
 
+  def write_hparams(self, config, trial_id: str = '') -> None:
+    """The config's flattened fields as TensorBoard hparams (the HParams view).
+
+    The view pairs them with the run's scalars (test/accuracy, train/loss...),
+    whose last values are the final metrics, so a sweep's trials compare there.
+    """
+    if not self.enabled:
+      return
+    from tensorboard.plugins.hparams import api as hp
+    with self._tb.as_default(step=0):
+      hp.hparams(flatten_hparams(config), trial_id=trial_id or None)
+    self._tb.flush()
+
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
+
+
+def flatten_hparams(config) -> dict[str, bool | int | float | str]:
+  """{'optim.learning_rate': 0.1, 'model.fc_hidden': '(256,)', ...}: HParams' value types."""
+  out = {}
+
+  def walk(node, prefix):
+    for key, value in node.items():
+      if hasattr(value, 'items'):
+        walk(value, f'{prefix}{key}.')
+      elif isinstance(value, (bool, int, float, str)):
+        out[f'{prefix}{key}'] = value
+      else:
+        out[f'{prefix}{key}'] = str(tuple(value) if isinstance(value, list) else value)
+  walk(config, '')
+  return out
 
 
 def _tf():

@@ -115,6 +115,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     _truncate_metrics(writer.jsonl_path, start_step)
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json_best_effort(indent=2))
+    if not start_step:  # Once per run: the HParams view pairs it with the scalars.
+      writer.write_hparams(config, trial_id=os.path.basename(workdir))
     predict.write_inference_files(workdir, config, data.preprocessing, predict.class_names(
         config.dataset.name, data.num_classes))
   metrics.console(

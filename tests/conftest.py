@@ -63,3 +63,13 @@ def run_cli(script, workdir, overrides=(), *, devices=1, extra_args=(), env=None
 def read_jsonl(path):
   with open(path) as f:
     return [json.loads(line) for line in f if line.strip()]
+
+
+@pytest.fixture(scope='session')
+def trained_tiny_run(tmp_path_factory):
+  """(workdir, config) of one finished tiny Fashion-MNIST run (8 steps), shared."""
+  from nin_jax import train
+  workdir = tmp_path_factory.mktemp('tiny_run')
+  config = make_tiny_config(num_epochs=1.0)
+  train.train_and_evaluate(config, str(workdir))
+  return workdir, config

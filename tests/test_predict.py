@@ -9,15 +9,12 @@ import numpy as np
 import pytest
 
 from conftest import REPO, make_tiny_config
-from nin_jax import datasets, input_pipeline, predict, train
+from nin_jax import datasets, input_pipeline, predict
 
 
-@pytest.fixture(scope='module')
-def run(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp('run')
-  config = make_tiny_config(**{'num_epochs': 1.0})
-  train.train_and_evaluate(config, str(workdir))
-  return workdir, config
+@pytest.fixture
+def run(trained_tiny_run):
+  return trained_tiny_run
 
 
 def test_predict_load_needs_no_dataset(run, monkeypatch):
