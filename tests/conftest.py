@@ -26,6 +26,23 @@ TINY = {
 }
 
 
+def _torch_importable() -> bool:
+  try:
+    import torch  # noqa: F401
+  except ImportError:
+    return False
+  return True
+
+
+# Tests of the PyTorch peer (benchmarks/torch_nin.py). `make test` installs torch
+# (benchmarks/requirements-torch.txt), so they run there; they skip, saying
+# why, only where torch is not installed.
+requires_torch = pytest.mark.skipif(
+    not _torch_importable(),
+    reason='needs PyTorch for the benchmark peer: pip install -r '
+           'benchmarks/requirements-torch.txt (make test installs it)')
+
+
 def make_tiny_config(**overrides):
   """The Fashion-MNIST quickstart config shrunk by TINY (plus any overrides), locked."""
   sys.path.insert(0, REPO)
