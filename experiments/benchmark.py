@@ -10,7 +10,7 @@ import json
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -36,6 +36,8 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
+  if not FLAGS['verbosity'].present:  # JAX's backend probing logs at INFO.
+    logging.set_verbosity(logging.WARNING)
   result = benchmark.compare(
       FLAGS.config, steps=FLAGS.steps, warmup=FLAGS.warmup,
       peak_tflops=FLAGS.peak_tflops, compare_torch=FLAGS.compare_torch,

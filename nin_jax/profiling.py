@@ -72,3 +72,41 @@ class StepProfiler:
 
   def trace_files(self) -> list[epath.Path]:
     return sorted(self.logdir.glob('plugins/profile/*/*.xplane.pb'))
+
+
+def summarize(logdir, *, top: int = 20) -> list[tuple[str, float, int]]:
+  """(XLA op kind, ms per traced step, count) from the newest trace in logdir, slowest first.
+
+  Op names lose their numeric suffix (`dot_general.25` → `dot_general`), so a
+  kind sums every instance. Steps are the StepTraceAnnotation boxes.
+  """
+  import collections
+  import re
+  from jax.profiler import ProfileData
+
+  files = sorted(epath.Path(logdir).glob('plugins/profile/*/*.xplane.pb'))
+  if not files:
+    raise FileNotFoundError(f'no *.xplane.pb trace under {logdir}/plugins/profile')
+  data = ProfileData.from_serialized_xspace(files[-1].read_bytes())
+  total, count, steps = collections.Counter(), collections.Counter(), 0
+  for plane in data.planes:
+    for line in plane.lines:
+      for event in line.events:
+        if line.name.startswith('Steps') or (event.name.isidentifier() and any(
+            k == 'step_num' for k, _ in event.stats)):
+          steps += 1
+          continue
+        if event.name.startswith('ThunkExecutor') or event.name.startswith('$'):
+          continue
+        if plane.name.startswith('/device') or line.name.startswith('tf_XLA'):
+          kind = re.sub(r'(\.\d+)+$', '', event.name.removeprefix('end: '))
+          total[kind] += event.duration_ns
+          count[kind] += 1
+  steps = max(steps, 1)
+  return [(k, t / 1e6 / steps, count[k]) for k, t in total.most_common(top)]
+
+
+if __name__ == '__main__':
+  import sys
+  for kind, ms, n in summarize(sys.argv[1]):
+    print(f'{ms:9.1f} ms/step  {n:6d}×  {kind}')

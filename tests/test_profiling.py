@@ -34,6 +34,8 @@ def test_training_writes_a_trace_with_step_annotations(tmp_path):
   assert f'written to {workdir / "profile"}' in result.stdout
   data = open(traces[0], 'rb').read()
   assert b'train' in data and b'step_num' in data  # the per-step annotations
+  summary = profiling.summarize(workdir / 'profile')  # ms per step by XLA op kind
+  assert summary and all(ms >= 0 and n > 0 for _, ms, n in summary)
 
 
 def test_benchmark_writes_a_trace(tmp_path):
