@@ -45,20 +45,6 @@ def load_image(path: str, size: int, resize: int = 256) -> np.ndarray:
   return np.asarray(image)[offset:offset + size, offset:offset + size]
 
 
-def evaluate(model, data, batch_size: int) -> dict:
-  import jax
-  logits_fn = jax.jit(lambda x: model(x))
-  hits1 = hits5 = count = 0
-  for batch in data.eval_batches(batch_size):
-    logits = np.asarray(logits_fn(batch['image']))
-    top5 = np.argsort(-logits, -1)[:, :5]
-    mask = batch['mask'] > 0
-    hits1 += int(np.sum((top5[:, 0] == batch['label']) & mask))
-    hits5 += int(np.sum(np.any(top5 == batch['label'][:, None], -1) & mask))
-    count += int(mask.sum())
-  return {'top1': hits1 / count, 'top5': hits5 / count, 'images': count}
-
-
 def _main(argv):
   from nin_jax import caffe_zoo, datasets, input_pipeline, predict
   images = argv[1:]
@@ -86,7 +72,7 @@ def _main(argv):
     caffe_zoo.write_workdir(FLAGS.workdir, config, model, fitted)
     print(f'converted {FLAGS.caffemodel} → {FLAGS.workdir}')
     if data is not None:
-      result = evaluate(model, data, FLAGS.batch_size)
+      result = predict.evaluate(model, data, FLAGS.batch_size)
       print(f'{config.dataset.name} validation: top-1 {result["top1"]:.4f}, '
             f'top-5 {result["top5"]:.4f} ({result["images"]} images)')
     predictor = predict.load(FLAGS.workdir)

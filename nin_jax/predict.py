@@ -171,6 +171,19 @@ def load(workdir, step: int | None = None) -> Predictor:
   return Predictor(model, config, fitted, names, step)
 
 
+def evaluate(model, data, batch_size: int) -> dict[str, float]:
+  """Top-1 and top-5 accuracy of `model` on data's test split (one process)."""
+  logits_fn = jax.jit(lambda x: model(x))
+  hits1 = hits5 = count = 0
+  for batch in data.eval_batches(batch_size):
+    top5 = np.argsort(-np.asarray(logits_fn(batch['image'])), -1)[:, :5]
+    valid = batch['mask'] > 0
+    hits1 += int(np.sum((top5[:, 0] == batch['label']) & valid))
+    hits5 += int(np.sum(np.any(top5 == batch['label'][:, None], -1) & valid))
+    count += int(valid.sum())
+  return {'top1': hits1 / count, 'top5': hits5 / count, 'images': count}
+
+
 def export(workdir, model) -> epath.Path:
   """Serialises model input → probabilities with jax.export (batch size symbolic)."""
   graphdef, state = nnx.split(model)

@@ -125,3 +125,21 @@ def test_eval_pretrained_converts_and_predicts_on_image_files(tmp_path):
   from nin_jax import predict
   name = predict.class_names('imagenet2012', 1000)[best]
   assert name.startswith('n') and line.split(': ')[1].startswith(f'{name} {probs[best]:.3f}')
+
+
+def test_converted_imagenet_model_evaluates_on_the_validation_split(tmp_path):
+  """The path eval_pretrained.py takes when ImageNet is prepared (mock TFDS data here)."""
+  import tensorflow_datasets as tfds
+  from nin_jax import imagenet_input, predict
+  model, params = _random_model('imagenet', 1000, (224, 224, 3), seed=6)
+  path = tmp_path / 'nin.caffemodel'
+  path.write_bytes(caffe_writer.net(params, bgr=True))
+  _, converted = caffe_zoo.convert(str(path), 'imagenet', _model_config('imagenet'))
+  with tfds.testing.mock_data(num_examples=6):
+    data = imagenet_input.ImageNetData(None, crop=224)
+    result = predict.evaluate(converted, data, batch_size=4)
+    batch = next(data.eval_batches(4))
+  assert result['images'] == 6 and 0 <= result['top1'] <= result['top5'] <= 1
+  # Scored by the converted model: the same top-1 as the original on these inputs.
+  assert (np.argmax(np.asarray(converted(batch['image'])), -1)
+          == np.argmax(np.asarray(model(batch['image'])), -1)).all()
