@@ -3,6 +3,7 @@
     python experiments/benchmark.py --config=nin_jax/configs/cifar10.py \
         --compare_torch --config.optim.batch_size=128
     python experiments/benchmark.py --peak_tflops=989 --config.model.dtype=bfloat16
+    python experiments/benchmark.py --warmup=5 --profile_steps=2:5 --profile_dir=/tmp/prof
 """
 
 from nin_jax import commands

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from nin_jax import configs, storage
@@ -125,15 +125,23 @@ def benchmark() -> None:
   flags.DEFINE_string('torch_device', 'cpu', "PyTorch device: 'cpu' or 'cuda'.")
   flags.DEFINE_bool('torch_compile', False, 'torch.compile the peer.')
   flags.DEFINE_string('output', '', 'Also write the result as JSON here.')
+  flags.DEFINE_string('profile_steps', '', 'A:B traces steps A to B-1 after compilation '
+                      '(warmup steps first) with jax.profiler.')
+  flags.DEFINE_string('profile_dir', 'workdirs/benchmark/profile',
+                      'Where --profile_steps writes (tensorboard --logdir <it>).')
 
   def main(argv):
     del argv
     from nin_jax import benchmark as benchmark_lib
+    from nin_jax import profiling
+    if not FLAGS['verbosity'].present:  # JAX's backend probing logs at INFO.
+      logging.set_verbosity(logging.WARNING)
     result = benchmark_lib.compare(
         FLAGS.config, steps=FLAGS.steps, warmup=FLAGS.warmup,
         peak_tflops=FLAGS.peak_tflops, compare_torch=FLAGS.compare_torch,
         torch_threads=FLAGS.torch_threads, torch_device=FLAGS.torch_device,
-        torch_compile=FLAGS.torch_compile)
+        torch_compile=FLAGS.torch_compile,
+        profile_steps=profiling.parse_steps(FLAGS.profile_steps), profile_dir=FLAGS.profile_dir)
     print(benchmark_lib.format_report(result))
     print(json.dumps(result))
     if FLAGS.output:

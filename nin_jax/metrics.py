@@ -7,6 +7,7 @@ the train loop never asks which process it is. Files go through etils.epath
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -44,6 +45,17 @@ class MetricWriter:
                    json.dumps({'step': int(step), 'time': time.time(), **scalars}) + '\n')
     self._tb.write_scalars(int(step), scalars)
 
+  def write_hparams(self, config, trial_id: str = '') -> None:
+    """The config's flattened fields as TensorBoard hparams (the HParams view).
+
+    The view pairs them with the run's scalars (test/accuracy, train/loss...),
+    whose last values are the final metrics, so a sweep's trials compare there.
+    """
+    if not self.enabled:
+      return
+    from tensorboard.plugins.hparams import api as hp
+    self._tb.write_summary(0, hp.hparams_pb(flatten_hparams(config), trial_id=trial_id or None))
+
   def close(self) -> None:
     pass  # Every write is flushed: a killed run loses no record.
 
@@ -72,6 +84,10 @@ class EventFile:
       summary.value.extend(summary_v2.scalar_pb(name, value).value)
     self._append([self._event_pb2.Event(wall_time=time.time(), step=step, summary=summary)])
 
+  def write_summary(self, step: int, summary) -> None:
+    """One tensorboard Summary proto (e.g. the HParams plugin's) at `step`."""
+    self._append([self._event_pb2.Event(wall_time=time.time(), step=step, summary=summary)])
+
   def _append(self, events) -> None:
     from tensorboard.summary.writer.record_writer import RecordWriter
     buffer = io.BytesIO()
@@ -79,6 +95,22 @@ class EventFile:
     for event in events:
       records.write(event.SerializeToString())
     storage.append(self.path, buffer.getvalue())
+
+
+def flatten_hparams(config) -> dict[str, bool | int | float | str]:
+  """{'optim.learning_rate': 0.1, 'model.fc_hidden': '(256,)', ...}: HParams' value types."""
+  out = {}
+
+  def walk(node, prefix):
+    for key, value in node.items():
+      if hasattr(value, 'items'):
+        walk(value, f'{prefix}{key}.')
+      elif isinstance(value, (bool, int, float, str)):
+        out[f'{prefix}{key}'] = value
+      else:
+        out[f'{prefix}{key}'] = str(tuple(value) if isinstance(value, list) else value)
+  walk(config, '')
+  return out
 
 
 def read_metrics(workdir_or_file) -> list[dict]:
@@ -105,8 +137,9 @@ def format_duration(seconds: float) -> str:
 class Progress:
   """The console line: step, epoch, loss, accuracy, img/s, ETA.
 
-  Throughput counts only the steps since the last report, so a resumed run and
-  the first step's compile do not distort it.
+  Throughput counts only the steps since the last report, so a resumed run
+  does not distort it, and time spent inside `paused()` (evals, checkpoint
+  saves) is left out: img/s is the training speed.
   """
 
   def __init__(self, total_steps: int, steps_per_epoch: int, global_batch: int,
@@ -116,6 +149,15 @@ class Progress:
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
     self._stream = stream
     self._last_step, self._last_time = start_step, time.time()
+
+  @contextlib.contextmanager
+  def paused(self):
+    """Time spent in this block does not count against training throughput."""
+    start = time.time()
+    try:
+      yield
+    finally:
+      self._last_time += time.time() - start
 
   def report(self, step: int, scalars: dict[str, float]) -> float:
     """Prints the line for `step` (steps done) and returns images/s since the last."""
@@ -148,13 +190,14 @@ def plot_curves(workdir, png_path=None) -> str:
     return steps, np.array([by_step[s] for s in steps])
 
   fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
-  for name, ax in (('train/loss', ax_loss), ('test/loss', ax_loss),
-                   ('train/accuracy', ax_acc), ('test/accuracy', ax_acc)):
+  for name, ax in (('train/loss', ax_loss), ('test/loss', ax_loss), ('val/loss', ax_loss),
+                   ('train/accuracy', ax_acc), ('test/accuracy', ax_acc),
+                   ('val/accuracy', ax_acc)):
     steps, values = series(name)
     epoch_steps = series('epoch')
     if len(steps):
       x = np.interp(steps, *epoch_steps) if len(epoch_steps[0]) else steps
-      ax.plot(x, values, marker='o' if name.startswith('test') else None,
+      ax.plot(x, values, marker=None if name.startswith('train') else 'o',
               markersize=3, label=name)
   for ax, ylabel in ((ax_loss, 'cross-entropy'), (ax_acc, 'top-1 accuracy')):
     ax.set_xlabel('epoch')

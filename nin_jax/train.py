@@ -27,7 +27,8 @@ from flax import nnx
 
 from nin_jax import checkpoint as checkpoint_lib
 from nin_jax import config as config_lib
-from nin_jax import datasets, input_pipeline, metrics, sharding, steps, storage
+from nin_jax import (datasets, input_pipeline, metrics, predict, profiling, sharding, steps,
+                     storage)
 
 
 class Preemption:
@@ -69,9 +70,12 @@ class NonFiniteError(FloatingPointError):
   pass
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       profile_steps: tuple[int, int] | None = None) -> dict:
   """Trains and evaluates config's run in workdir, resuming if it holds checkpoints.
 
+  profile_steps: (A, B) traces steps A..B-1 with jax.profiler into
+  workdir/profile (nin_jax/profiling.py).
   Returns the final metrics (test accuracy etc.) as a dict.
   """
   config_lib.validate(config)
@@ -108,6 +112,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if jax.process_index() == 0:
     _truncate_metrics(writer.jsonl_path, start_step)
     storage.write_atomic(workdir / 'config.json', config.to_json_best_effort(indent=2))
+    if not start_step:  # Once per run: the HParams view pairs it with the scalars.
+      writer.write_hparams(config, trial_id=workdir.name)
+    predict.write_inference_files(workdir, config, data.preprocessing, predict.class_names(
+        config.dataset.name, data.num_classes))
   metrics.console(
       f'{config.model.preset} on {config.dataset.name}: {sum(x.size for x in jax.tree.leaves(state.params)):,} params, '
       f'{dp.num_devices} {jax.default_backend()} device(s) in {jax.process_count()} '
@@ -122,17 +130,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   p_eval_step = jax.jit(functools.partial(steps.eval_step, task),
                         in_shardings=(rep, bat), out_shardings=rep)
 
-  def evaluate(state) -> dict[str, float]:
+  def evaluate_split(state, batches, prefix: str) -> dict[str, float]:
     totals = None
-    for batch in data.eval_batches(eval_batch):
+    for batch in batches:
       out = p_eval_step(state, dp.to_global(batch))
       totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
     totals = jax.device_get(totals)
     n = totals['count']
-    result = {'test/loss': totals['loss'] / n, 'test/accuracy': totals['correct'] / n,
-              'test/examples': n}
+    result = {f'{prefix}/loss': totals['loss'] / n, f'{prefix}/accuracy': totals['correct'] / n,
+              f'{prefix}/examples': n}
     if data.num_classes > 10:
-      result['test/accuracy_top5'] = totals['correct_top5'] / n
+      result[f'{prefix}/accuracy_top5'] = totals['correct_top5'] / n
+    return result
+
+  def evaluate(state) -> dict[str, float]:
+    """Test metrics, and validation metrics beside them when images were held out."""
+    result = evaluate_split(state, data.eval_batches(eval_batch), 'test')
+    if getattr(data, 'num_validation', 0):
+      result.update(evaluate_split(state, data.validation_batches(eval_batch), 'val'))
     return result
 
   progress = metrics.Progress(total_steps, steps_per_epoch, config.optim.batch_size,
@@ -149,10 +164,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   else:
     batches = data.train_batches(config.optim.batch_size, config.seed, start_step)
   step = start_step
+  profiler = profiling.StepProfiler(str(workdir / profiling.PROFILE_DIR), profile_steps)
   pause_steps = {int(s) for s in config.testing.pause_at_steps}
   with Preemption() as preemption:
     while step < total_steps:
-      state, sums = p_train_step(state, sums, dp.to_global(next(batches)), device_data)
+      with profiler.step(step):
+        state, sums = p_train_step(state, sums, dp.to_global(next(batches)), device_data)
+        profiler.wait(sums)
       step += 1
       is_last = step == total_steps
       stop = preemption.should_stop(step)
@@ -177,15 +195,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         sums = dp.replicate(steps.zero_train_sums())
       if step % eval_every == 0 or is_last:
         t0 = time.time()
-        last_eval = evaluate(state)
+        with progress.paused():
+          last_eval = evaluate(state)
         writer.write(step, {**last_eval, 'epoch': step / steps_per_epoch})
         if jax.process_index() == 0:
           print(f'eval at step {step}: ' + ' | '.join(
-              f'{k} {v:.4f}' for k, v in last_eval.items() if k != 'test/examples')
+              f'{k} {v:.4f}' for k, v in last_eval.items() if not k.endswith('/examples'))
               + f' ({int(last_eval["test/examples"])} images, {time.time() - t0:.1f}s)',
               flush=True)
       if save_now:
-        checkpointer.save(step, state)
+        with progress.paused():
+          checkpointer.save(step, state)
       if step in pause_steps:  # Test-only (config.testing): a kill point for tests.
         if not save_now:
           checkpointer.wait()  # Exact kill points: earlier saves are on disk, this one in flight.
@@ -194,6 +214,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if stop:
         logging.warning('preempted: checkpoint at step %d written; rerun to resume', step)
         break
+  profiler.close()  # The run ended before step B.
   dp.assert_replicas_agree(state)  # Multi-process: every host ends with the same model.
   checkpointer.close()
   writer.close()
@@ -204,6 +225,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       metrics.plot_curves(workdir)
     storage.write_atomic(workdir / 'final_metrics.json', json.dumps(
         {'step': step, **{k: float(v) for k, v in last_eval.items()}}, indent=2))
+    params, rest = jax.tree.map(lambda x: x.addressable_data(0),
+                                (state.params, state.batch_stats))
+    predict.export(workdir, nnx.merge(task.graphdef, params, rest))
   return {'step': step, 'preempted': step < total_steps,
           **{k: float(v) for k, v in last_eval.items()}}
 
