@@ -98,8 +98,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   eval_every = max(1, int(round(config.eval_every_epochs * steps_per_epoch)))
 
   state, task = steps.create_train_state(config, data.num_classes, data.image_shape,
-                                   steps_per_epoch, total_steps)
-  state = dp.replicate(state)
+                                         steps_per_epoch, total_steps,
+                                         sharding=dp.replicated)
   checkpointer = checkpoint_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
   abstract = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
@@ -141,7 +141,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   progress = metrics.Progress(total_steps, steps_per_epoch, config.optim.batch_size,
                               start_step)
-  sums = dp.replicate(steps.zero_train_sums())
+  # Made on device: a host value would be equality-checked across hosts at every log.
+  zero_sums = jax.jit(steps.zero_train_sums, out_shardings=rep)
+  sums = zero_sums()
   last_eval: dict[str, float] = {}
   on_device = config.dataset.on_device
   # Small datasets fit in device memory: the host then sends only indices.
@@ -178,7 +180,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         images_per_s = progress.report(step, scalars)
         writer.write(step, {**scalars, 'train/images_per_s': images_per_s,
                             'epoch': step / steps_per_epoch})
-        sums = dp.replicate(steps.zero_train_sums())
+        sums = zero_sums()
       if step % eval_every == 0 or is_last:
         t0 = time.time()
         last_eval = evaluate(state)
