@@ -107,7 +107,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if restored is not None:
     state = restored
   start_step = int(state.step)
-  writer = metrics.MetricWriter(workdir)
+  # Process 0's writes run in a background thread: storage never stalls the steps.
+  writer = metrics.AsyncWriter(metrics.MetricWriter(workdir))
   if jax.process_index() == 0:
     _truncate_metrics(writer.jsonl_path, start_step)
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
@@ -156,7 +157,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     batches = data.train_batches(config.optim.batch_size, config.seed, start_step)
   step = start_step
   pause_steps = {int(s) for s in config.testing.pause_at_steps}
-  with Preemption() as preemption:
+  with Preemption() as preemption, writer:  # Leaving it flushes the writes, error or not.
     while step < total_steps:
       state, sums = p_train_step(state, sums, dp.to_global(next(batches)), device_data)
       step += 1
@@ -202,12 +203,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         break
   dp.assert_replicas_agree(state)  # Multi-process: every host ends with the same model.
   checkpointer.close()
-  writer.close()
   if step == total_steps and not last_eval:  # Resumed after the end: report only.
     last_eval = evaluate(state)
+  if step == total_steps and jax.process_index() == 0 and config.write_plots:
+    writer.submit(metrics.plot_curves, workdir)  # After the records it plots.
+  writer.close()
   if step == total_steps and jax.process_index() == 0:
-    if config.write_plots:
-      metrics.plot_curves(workdir)
     with open(os.path.join(workdir, 'final_metrics.json'), 'w') as f:
       json.dump({'step': step, **{k: float(v) for k, v in last_eval.items()}}, f, indent=2)
   return {'step': step, 'preempted': step < total_steps,
