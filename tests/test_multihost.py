@@ -276,6 +276,11 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path, cache_env)
 
 
 PROBE = os.path.join(REPO, 'tests', 'multihost_probe.py')
+# Only process 0 writes JAX's persistent compilation cache, so on a resume it
+# loads the train step while its peers compile it; a peer more than 30 s late
+# (a loaded CI box) trips Gloo's fixed connect timeout. Compiling everywhere
+# keeps the processes in step.
+NO_COMPILATION_CACHE = ['--compilation_cache_dir=']
 
 
 def probe_reports(out, processes=2):
@@ -322,12 +327,52 @@ def test_a_checkpoint_only_one_process_cannot_read_is_set_aside_by_both(
   out = tmp_path / 'probe'
   run_pair(workdir, {**RANDOM, 'max_steps': STEPS, 'dataset.on_device': True},
            tmp_path / 'logs', script=PROBE, timeout=240,
-           # No shared compilation cache: only process 0 writes it, and a process
-           # compiling 30 s longer than its peer trips Gloo's connect timeout.
-           env={'NIN_PROBE_OUT': str(out)},
+           extra_args=NO_COMPILATION_CACHE, env={'NIN_PROBE_OUT': str(out)},
            process_env={1: {'NIN_PROBE_UNREADABLE_STEP': str(STEPS)}})
   reports = probe_reports(out)
   assert [r['restored_step'] for r in reports] == [4, 4]
   assert (workdir / 'checkpoints' / f'{STEPS}.corrupt-0').is_dir()
   assert (workdir / 'checkpoints' / str(STEPS)).is_dir()  # Written again.
   assert_same_model(straight, workdir, STEPS)
+
+
+def test_four_processes_stop_together_on_sigterm_and_resume_to_the_one_process_result(
+    tmp_path):
+  # The largest run a CI box can simulate: 4 processes × 2 CPU devices. One
+  # process gets SIGTERM mid-run; all four must stop at the same step with a
+  # checkpoint there, a new launch resumes from it, and the final model equals
+  # a 1-process, 1-device run of the same global batches.
+  workdir, t0 = tmp_path / 'w', time.time()
+  os.makedirs(tmp_path / 'first')
+  cluster = Pair(workdir, {**RANDOM, 'num_epochs': 1000.0}, tmp_path / 'first',
+                 processes=4, extra_args=NO_COMPILATION_CACHE)
+  try:
+    deadline = time.time() + PAIR_TIMEOUT_S
+    while 'step 4/' not in cluster.stdout(0):
+      assert all(p.poll() is None for p in cluster.procs), cluster.stderr(0)[-3000:]
+      assert time.time() < deadline, 'the processes never started training'
+      time.sleep(0.5)
+    os.kill(cluster.procs[2].pid, signal.SIGTERM)
+    codes = cluster.wait()
+  finally:
+    cluster.kill()
+  assert codes == [0] * 4, [cluster.stderr(pid)[-2000:] for pid in range(4)]
+  stopped = [[l for l in cluster.stdout(pid).splitlines() if '(preempted)' in l]
+             for pid in range(4)]
+  assert len(stopped[0]) == 1 and all(s == stopped[0] for s in stopped), stopped
+  stop = int(stopped[0][0].split('stopped at step ')[1].split()[0])
+  assert (workdir / 'checkpoints' / str(stop)).is_dir()
+  first_s = time.time() - t0
+
+  end = stop + 4
+  second = run_pair(workdir, {**RANDOM, 'max_steps': end}, tmp_path / 'second',
+                    processes=4, extra_args=NO_COMPILATION_CACHE)
+  assert f'resuming at step {stop}' in second.stdout(0)
+  assert all(final_line(second.stdout(pid)) == final_line(second.stdout(0)) != []
+             for pid in range(4))
+  reference = tmp_path / 'one'
+  proc = run_cli('fashion_mnist.py', reference, {**RANDOM, 'max_steps': end}, devices=1)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  print(f'4 processes stopped together at step {stop} ({first_s:.0f} s), resumed to '
+        f'step {end}; total {time.time() - t0:.0f} s')
+  assert_same_model(reference, workdir, end)
