@@ -1,8 +1,11 @@
 """ImageNet (ILSVRC-2012) streamed from TFDS, as the Caffe model zoo NIN saw it.
 
-Training: decode, resize to 256×256 (Caffe's warp, aspect ratio not kept),
-random 224×224 crop (or 227), random mirror, subtract the per-channel mean.
-Evaluation: the same resize and a centre crop.
+Training: decode, resize to 256×256 (Caffe's warp, aspect ratio not kept: an
+assumption, the zoo's convert_imageset flags are not published), subtract the
+mean, random 224×224 crop (or 227), random mirror. Evaluation: the same resize
+and mean, then a centre crop. The mean is the zoo's per-pixel mean IMAGE of
+the warped training set (`mean` = nin_jax.mean_image.imagenet_mean_image) or
+Caffe's mean pixel (MEAN_RGB, the default here).
 
 Training reads records by index from TFDS's ArrayRecord data source
 (`builder.as_data_source`): global batch k is the k-th slice of a seeded
@@ -48,22 +51,29 @@ def _tf():
   return datasets._import_tf()  # pylint: disable=protected-access
 
 
-def preprocess_train(image, seed, crop: int):
-  """uint8 HWC → float32 crop×crop×3: warp to 256², random crop, mirror, −mean."""
+def _warp_minus_mean(image, mean):
+  """Warp to 256² and subtract the mean: a pixel (3,) or an image (256, 256, 3).
+
+  Before the crop, so each crop sees the mean image at its own pixels, as
+  Caffe's data transformer does."""
   tf = _tf()
   image = tf.image.resize(tf.cast(image, tf.float32), (RESIZE, RESIZE))
+  return image - tf.constant(mean, tf.float32)
+
+
+def preprocess_train(image, seed, crop: int, mean=MEAN_RGB):
+  """uint8 HWC → float32 crop×crop×3: warp to 256², −mean, random crop, mirror."""
+  tf = _tf()
+  image = _warp_minus_mean(image, mean)
   image = tf.image.stateless_random_crop(image, (crop, crop, 3), seed=seed)
-  image = tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
-  return image - tf.constant(MEAN_RGB, tf.float32)
+  return tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
 
 
-def preprocess_eval(image, crop: int):
-  """uint8 HWC → float32: warp to 256², centre crop, −mean."""
-  tf = _tf()
-  image = tf.image.resize(tf.cast(image, tf.float32), (RESIZE, RESIZE))
+def preprocess_eval(image, crop: int, mean=MEAN_RGB):
+  """uint8 HWC → float32: warp to 256², −mean, centre crop."""
+  image = _warp_minus_mean(image, mean)
   offset = (RESIZE - crop) // 2
-  image = image[offset:offset + crop, offset:offset + crop, :]
-  return image - tf.constant(MEAN_RGB, tf.float32)
+  return image[offset:offset + crop, offset:offset + crop, :]
 
 
 @dataclasses.dataclass
@@ -72,6 +82,7 @@ class ImageNetData:
   data_dir: str | None
   crop: int = 224
   num_classes: int = NUM_CLASSES
+  mean: tuple | np.ndarray = MEAN_RGB  # a pixel (3,) or a mean image (256, 256, 3)
 
   def __post_init__(self):
     import tensorflow_datasets as tfds
@@ -126,7 +137,7 @@ class ImageNetData:
     source = self._train_source()
     num_train, rows = len(source), input_pipeline.process_rows(global_batch_size)
     positions = _positions(num_train, global_batch_size, seed, start_step, rows)
-    key_seed, crop = seed * 1_000_003, self.crop
+    key_seed, crop, mean = seed * 1_000_003, self.crop, self.mean
 
     def read(record):
       self.records_read += 1
@@ -137,7 +148,8 @@ class ImageNetData:
       jpeg, label = tf.numpy_function(read, [record], (tf.string, tf.int32), stateful=True)
       image = tf.io.decode_jpeg(jpeg, channels=3)
       key = tf.stack([tf.constant(key_seed, tf.int64), position])
-      return {'image': preprocess_train(image, key, crop), 'label': tf.reshape(label, ())}
+      return {'image': preprocess_train(image, key, crop, mean),
+              'label': tf.reshape(label, ())}
 
     ds = tf.data.Dataset.from_generator(
         lambda: positions, output_signature=(tf.TensorSpec((), tf.int64),) * 2)
@@ -169,9 +181,9 @@ class ImageNetData:
     local = global_batch_size // jax.process_count()
     per_process = -(-self.num_test // jax.process_count())
     num_batches = -(-per_process // local)
-    crop = self.crop
+    crop, mean = self.crop, self.mean
     ds = self._read('validation').map(
-        lambda image, label: {'image': preprocess_eval(image, crop),
+        lambda image, label: {'image': preprocess_eval(image, crop, mean),
                               'label': tf.cast(label, tf.int32),
                               'mask': tf.constant(1.0)},
         num_parallel_calls=tf.data.AUTOTUNE)

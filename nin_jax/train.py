@@ -127,17 +127,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   p_eval_step = jax.jit(functools.partial(steps.eval_step, task),
                         in_shardings=(rep, bat), out_shardings=rep)
 
-  def evaluate(state) -> dict[str, float]:
+  def evaluate_split(state, batches, prefix: str) -> dict[str, float]:
     totals = None
-    for batch in data.eval_batches(eval_batch):
+    for batch in batches:
       out = p_eval_step(state, dp.to_global(batch))
       totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
     totals = jax.device_get(totals)
     n = totals['count']
-    result = {'test/loss': totals['loss'] / n, 'test/accuracy': totals['correct'] / n,
-              'test/examples': n}
+    result = {f'{prefix}/loss': totals['loss'] / n, f'{prefix}/accuracy': totals['correct'] / n,
+              f'{prefix}/examples': n}
     if data.num_classes > 10:
-      result['test/accuracy_top5'] = totals['correct_top5'] / n
+      result[f'{prefix}/accuracy_top5'] = totals['correct_top5'] / n
+    return result
+
+  def evaluate(state) -> dict[str, float]:
+    """Test metrics, and validation metrics beside them when images were held out."""
+    result = evaluate_split(state, data.eval_batches(eval_batch), 'test')
+    if getattr(data, 'num_validation', 0):
+      result.update(evaluate_split(state, data.validation_batches(eval_batch), 'val'))
     return result
 
   progress = metrics.Progress(total_steps, steps_per_epoch, config.optim.batch_size,
@@ -188,7 +195,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         writer.write(step, {**last_eval, 'epoch': step / steps_per_epoch})
         if jax.process_index() == 0:
           print(f'eval at step {step}: ' + ' | '.join(
-              f'{k} {v:.4f}' for k, v in last_eval.items() if k != 'test/examples')
+              f'{k} {v:.4f}' for k, v in last_eval.items() if not k.endswith('/examples'))
               + f' ({int(last_eval["test/examples"])} images, {time.time() - t0:.1f}s)',
               flush=True)
       if save_now:
