@@ -27,7 +27,7 @@ from flax import nnx
 
 from nin_jax import checkpoint as checkpoint_lib
 from nin_jax import config as config_lib
-from nin_jax import datasets, input_pipeline, metrics, sharding, steps
+from nin_jax import datasets, input_pipeline, metrics, predict, profiling, sharding, steps
 
 
 class Preemption:
@@ -69,9 +69,12 @@ class NonFiniteError(FloatingPointError):
   pass
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       profile_steps: tuple[int, int] | None = None) -> dict:
   """Trains and evaluates config's run in workdir, resuming if it holds checkpoints.
 
+  profile_steps: (A, B) traces steps A..B-1 with jax.profiler into
+  workdir/profile (nin_jax/profiling.py).
   Returns the final metrics (test accuracy etc.) as a dict.
   """
   config_lib.validate(config)
@@ -113,6 +116,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     _truncate_metrics(writer.jsonl_path, start_step)
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json_best_effort(indent=2))
+    if not start_step:  # Once per run: the HParams view pairs it with the scalars.
+      writer.write_hparams(config, trial_id=os.path.basename(workdir))
+    predict.write_inference_files(workdir, config, data.preprocessing, predict.class_names(
+        config.dataset.name, data.num_classes))
   metrics.console(
       f'{config.model.preset} on {config.dataset.name}: {sum(x.size for x in jax.tree.leaves(state.params)):,} params, '
       f'{dp.num_devices} {jax.default_backend()} device(s) in {jax.process_count()} '
@@ -163,10 +170,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   else:
     batches = data.train_batches(config.optim.batch_size, config.seed, start_step)
   step = start_step
+  profiler = profiling.StepProfiler(os.path.join(workdir, profiling.PROFILE_DIR), profile_steps)
   pause_steps = {int(s) for s in config.testing.pause_at_steps}
   with Preemption() as preemption, writer:  # Leaving it flushes the writes, error or not.
     while step < total_steps:
-      state, sums = p_train_step(state, sums, dp.to_global(next(batches)), device_data)
+      with profiler.step(step):
+        state, sums = p_train_step(state, sums, dp.to_global(next(batches)), device_data)
+        profiler.wait(sums)
       step += 1
       is_last = step == total_steps
       stop = preemption.should_stop(step)
@@ -191,7 +201,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         sums = zero_sums()
       if step % eval_every == 0 or is_last:
         t0 = time.time()
-        last_eval = evaluate(state)
+        with progress.paused():
+          last_eval = evaluate(state)
         writer.write(step, {**last_eval, 'epoch': step / steps_per_epoch})
         if jax.process_index() == 0:
           print(f'eval at step {step}: ' + ' | '.join(
@@ -199,7 +210,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
               + f' ({int(last_eval["test/examples"])} images, {time.time() - t0:.1f}s)',
               flush=True)
       if save_now:
-        checkpointer.save(step, state)
+        with progress.paused():
+          checkpointer.save(step, state)
       if step in pause_steps:  # Test-only (config.testing): a kill point for tests.
         if not save_now:
           checkpointer.wait()  # Exact kill points: earlier saves are on disk, this one in flight.
@@ -208,6 +220,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if stop:
         logging.warning('preempted: checkpoint at step %d written; rerun to resume', step)
         break
+  profiler.close()  # The run ended before step B.
   dp.assert_replicas_agree(state)  # Multi-process: every host ends with the same model.
   checkpointer.close()
   if step == total_steps and not last_eval:  # Resumed after the end: report only.
@@ -218,6 +231,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if step == total_steps and jax.process_index() == 0:
     with open(os.path.join(workdir, 'final_metrics.json'), 'w') as f:
       json.dump({'step': step, **{k: float(v) for k, v in last_eval.items()}}, f, indent=2)
+    params, rest = jax.tree.map(lambda x: x.addressable_data(0),
+                                (state.params, state.batch_stats))
+    predict.export(workdir, nnx.merge(task.graphdef, params, rest))
   return {'step': step, 'preempted': step < total_steps,
           **{k: float(v) for k, v in last_eval.items()}}
 
