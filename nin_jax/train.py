@@ -208,6 +208,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
               flush=True)
       if save_now:
         with progress.paused():
+          # Records up to this step are written before its checkpoint can exist:
+          # a run killed later resumes here and never writes them again.
+          writer.flush()
           checkpointer.save(step, state)
       if step in pause_steps:  # Test-only (config.testing): a kill point for tests.
         if not save_now:
