@@ -27,7 +27,7 @@ from flax import nnx
 
 from nin_jax import checkpoint as checkpoint_lib
 from nin_jax import config as config_lib
-from nin_jax import datasets, input_pipeline, metrics, sharding, steps
+from nin_jax import datasets, dispatch, input_pipeline, metrics, sharding, steps
 
 
 class Preemption:
@@ -143,10 +143,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                               start_step)
   sums = dp.replicate(steps.zero_train_sums())
   last_eval: dict[str, float] = {}
-  on_device = config.dataset.on_device
+  on_device = dispatch.data_on_device(config.dataset, data, jax.default_backend())
   # Small datasets fit in device memory: the host then sends only indices.
   device_data = dp.replicate({'image': data.train_images, 'label': data.train_labels}
                              ) if on_device else None
+  k = dispatch.steps_per_dispatch(config.steps_per_dispatch, on_device,
+                                  jax.default_backend())
+  p_train_steps = jax.jit(
+      functools.partial(steps.train_steps, task),
+      in_shardings=(rep, rep, dp.stacked_batch, rep), out_shardings=(rep, rep),
+      donate_argnums=(0, 1))
+  boundaries = (config.log_every_steps, config.checkpoint_every_steps, eval_every)
+  metrics.console(f'training split {"on device" if on_device else "streamed from the host"};'
+                  f' up to {k} step(s) per dispatch')
   if on_device:
     batches = data.train_batches(config.optim.batch_size, config.seed, start_step,
                                  indices_only=True)
@@ -156,10 +165,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   pause_steps = {int(s) for s in config.testing.pause_at_steps}
   with Preemption() as preemption:
     while step < total_steps:
-      state, sums = p_train_step(state, sums, dp.to_global(next(batches)), device_data)
-      step += 1
+      # Up to k steps in one call, ending exactly at the next log/eval/checkpoint step.
+      n = dispatch.next_chunk(step, k, total_steps, boundaries, pause_steps)
+      if n == 1:
+        state, sums = p_train_step(state, sums, dp.to_global(next(batches)), device_data)
+      else:
+        chunk = dp.to_global(dispatch.stack_batches(batches, n), stacked=True)
+        state, sums = p_train_steps(state, sums, chunk, device_data)
+      step += n
       is_last = step == total_steps
-      stop = preemption.should_stop(step)
+      # A stop request is honoured at the chunk's end. Every step is reported:
+      # JAX's multi-process sync point may fall on any of them.
+      stop = any([preemption.should_stop(s) for s in range(step - n + 1, step + 1)])
       log_now = step % config.log_every_steps == 0 or is_last or stop or (step % eval_every == 0)
       save_now = step % config.checkpoint_every_steps == 0 or is_last or stop
       # Fetching the sums is the NaN/Inf check. Every save is preceded by it, so a
