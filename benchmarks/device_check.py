@@ -52,7 +52,7 @@ PEAKS = {
     'TPU v5p': (459.0, None),
 }
 TARGET_ACCURACY = 0.93
-BATCHES, SMOKE_BATCHES = (128, 512, 2048), (8, 16)
+BATCHES, SMOKE_BATCHES = (128, 512, 2048), (8,)
 STEPS_PER_DISPATCH = 8
 
 
@@ -111,17 +111,19 @@ def torch_peer(smoke: bool, jax_rows: list[dict]) -> list[dict]:
   rows = []
   jax_bf16 = {r['batch_size']: r['images_per_s'] for r in jax_rows
               if r['dtype'] == 'bfloat16'}
-  for batch in (SMOKE_BATCHES[:1] if smoke else BATCHES):
-    # On CPU (smoke only) torch.compile would need a C++ toolchain and minutes.
+  for batch in (SMOKE_BATCHES if smoke else BATCHES):
+    # On CPU (smoke only): float32, not compiled; CPU bf16 is emulated and
+    # torch.compile needs a C++ toolchain and minutes.
     peer = torch_nin.run_benchmark(
         preset='cifar10', batch_size=batch, steps=1 if smoke else 30,
-        warmup=1 if smoke else 3, device='cuda' if cuda else 'cpu', dtype='bfloat16',
-        channels_last=True, compile=cuda, threads=None)
+        warmup=0 if smoke else 3, device='cuda' if cuda else 'cpu',
+        dtype='bfloat16' if cuda else 'float32', channels_last=True, compile=cuda,
+        threads=None)
     ratio = jax_bf16[batch] / peer['images_per_s'] if not smoke else None
     rows.append({'batch_size': batch, 'torch_images_per_s': peer['images_per_s'],
                  'device': peer['device'], 'compile': peer['compile'],
                  'jax_bf16_over_torch': ratio})
-    print(f'  PyTorch {peer["torch_version"]} bf16 batch {batch:>4}: '
+    print(f'  PyTorch {peer["torch_version"]} {peer["dtype"]} batch {batch:>4}: '
           f'{peer["images_per_s"]:>10.0f} img/s'
           + (f'; JAX / PyTorch {ratio:.2f}' if ratio else ' (smoke: full-width peer on CPU,'
              ' not comparable)'), flush=True)
@@ -154,10 +156,10 @@ def fashion_mnist_time_to_target(smoke: bool, idx_dir: str, target: float) -> di
   config.write_plots = False
   config.model.dtype = 'bfloat16'
   if smoke:
-    config.dataset.train_subset, config.dataset.test_subset = 1024, 256
-    config.model.width_multiplier = 0.25
-    config.num_epochs = 2.0
-    config.optim.batch_size = 128
+    config.dataset.train_subset, config.dataset.test_subset = 512, 128
+    config.model.width_multiplier = 0.125
+    config.num_epochs = 1.0
+    config.optim.batch_size = 64
   compiles = []  # (end time, seconds) of every XLA compilation
 
   def on_duration(event, seconds, **kwargs):
