@@ -6,7 +6,8 @@
     # The loop's host overhead for 1, 8 and 32 steps per dispatch (tiny network):
     python experiments/benchmark.py --host_overhead \
         --config=experiments/configs/fashion_mnist.py \
-        --config.model.width_multiplier=0.125 --config.dataset.train_subset=8192
+        --config.model.width_multiplier=0.0625 --config.optim.batch_size=32 \
+        --config.dataset.train_subset=2048 --config.dataset.test_subset=256
 """
 
 import json

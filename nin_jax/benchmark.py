@@ -136,7 +136,7 @@ def compare(config: ml_collections.ConfigDict, *, steps: int = 10, warmup: int =
 
 
 def host_overhead(config: ml_collections.ConfigDict, *, ks=(1, 8, 32),
-                  intervals: int = 3, steps_per_interval: int = 64) -> list[dict]:
+                  intervals: int = 2, steps_per_interval: int = 32) -> list[dict]:
   """Per k: the real loop's time per step against the compiled step alone.
 
   The loop (train.train_and_evaluate, data on device, k steps per dispatch)
