@@ -15,6 +15,7 @@ import ml_collections
 from nin_jax import datasets, input_pipeline, models, optim, presets
 
 DTYPES = ('float32', 'bfloat16')
+IMAGENET_MEANS = ('pixel', 'image')
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -26,11 +27,16 @@ def base_config() -> ml_collections.ConfigDict:
       source='tfds',            # 'tfds', or 'idx' for local MNIST-format files
       data_dir='',              # TFDS data_dir ('' = TFDS default)
       idx_dir='',               # IDX files ('' = Debian's Fashion-MNIST, for fashion_mnist only)
-      preprocessing='standardize',  # standardize | gcn_zca | lcn | none
+      # standardize | gcn_zca | gcn_lcn (SVHN as pylearn2) | lcn | mean_image | none
+      preprocessing='standardize',
       gcn_scale=55.0,
       zca_filter_bias=0.1,
       cache_dir='',             # where fitted ZCA lives ('' = ~/.cache/nin_jax)
       image_size=224,           # ImageNet crop (224, or 227 as in Caffe)
+      imagenet_mean='pixel',    # ImageNet: 'image' (zoo mean_file, computed once, cached) or 'pixel'
+      train_extra=False,        # also train on the 'extra' split (SVHN)
+      validation_per_class_train=0,  # held out of 'train' per class for validation metrics
+      validation_per_class_extra=0,  # held out of 'extra' per class (with train_extra)
       # Hold the train split on device and gather batches in the step: True,
       # False, or None = auto (on an accelerator when it fits; nin_jax/dispatch.py).
       on_device=ml_collections.FieldReference(None, field_type=bool),
@@ -48,6 +54,9 @@ def base_config() -> ml_collections.ConfigDict:
       fc_hidden=(),             # hidden widths of the FC head
       fc_dropout=0.0,           # dropout on the FC head's inputs
       dropout_rate=0.5,         # between mlpconv blocks, where the preset puts it
+      # 'inverted' (Caffe: survivors ×1/(1-p) in training) or 'cuda_convnet'
+      # (the authors' CIFAR/SVHN/MNIST runs: no rescale in training, ×(1-p) at test).
+      dropout_form='inverted',
       batch_norm=False,
       init='paper',             # 'paper' (Gaussian stds of the preset) or 'he'
       dtype='float32',          # compute dtype; params stay float32
@@ -62,9 +71,15 @@ def base_config() -> ml_collections.ConfigDict:
       weight_decay=1e-4,        # L2 on weights only
       bias_lr_mult=2.0,
       last_layer_lr_mult=0.1,
+      # <0: last_layer_lr_mult × bias_lr_mult (cuda-convnet: 0.2); the Caffe zoo
+      # CIFAR-10 solver sets the logits layer's bias alone (blobs_lr 0.1).
+      last_layer_bias_lr_mult=-1.0,
       schedule='step',          # step | cosine | constant
       decay_epochs=(200.0, 230.0),
       decay_factor=0.1,
+      # Rates a step decay divides: 'all' (Caffe) or 'weights' (the cuda-convnet
+      # README: "change all the epsW to one tenth"; biases keep their rate).
+      decay_scope='all',
       warmup_epochs=0.0,
       label_smoothing=0.0,
   ))
@@ -116,6 +131,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
         f'{d.name} is streamed; only in-memory datasets can live on the device')
   check(d.preprocessing in input_pipeline.PREPROCESSINGS, 'dataset.preprocessing',
         f'choose one of {input_pipeline.PREPROCESSINGS}')
+  check(d.imagenet_mean in IMAGENET_MEANS, 'dataset.imagenet_mean',
+        f'choose one of {IMAGENET_MEANS}')
+  check(not d.train_extra or 'extra' in datasets.DATASETS[d.name].splits,
+        'dataset.train_extra', f'{d.name} has no extra split')
+  check(d.validation_per_class_train >= 0 and d.validation_per_class_extra >= 0,
+        'dataset.validation_per_class_train', 'must be >= 0')
+  check(d.train_extra or not d.validation_per_class_extra,
+        'dataset.validation_per_class_extra', 'needs dataset.train_extra')
   check(d.train_subset >= 0 and d.test_subset >= 0, 'dataset.train_subset',
         'subset sizes must be >= 0')
   check(config.augment.translate >= 0, 'augment.translate', 'must be >= 0 pixels')
@@ -128,6 +151,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   check(m.conv_impl in models.CONV_IMPLS, 'model.conv_impl',
         f'choose one of {models.CONV_IMPLS}')
   check(0.0 <= m.dropout_rate < 1.0, 'model.dropout_rate', 'must be in [0, 1)')
+  check(m.dropout_form in models.DROPOUT_FORMS, 'model.dropout_form',
+        f'choose one of {models.DROPOUT_FORMS}')
   check(0.0 <= m.fc_dropout < 1.0, 'model.fc_dropout', 'must be in [0, 1)')
   check(all(int(w) > 0 for w in m.fc_hidden), 'model.fc_hidden',
         'hidden widths must be positive')
@@ -142,6 +167,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
         f'choose one of {optim.SCHEDULES}')
   check(list(o.decay_epochs) == sorted(o.decay_epochs), 'optim.decay_epochs',
         'must be increasing')
+  check(o.decay_scope in optim.DECAY_SCOPES, 'optim.decay_scope',
+        f'choose one of {optim.DECAY_SCOPES}')
+  check(o.decay_scope == 'all' or o.schedule == 'step', 'optim.decay_scope',
+        "'weights' applies to the step schedule only")
   check(0.0 < o.decay_factor <= 1.0, 'optim.decay_factor', 'must be in (0, 1]')
   check(o.warmup_epochs >= 0, 'optim.warmup_epochs', 'must be >= 0')
   check(0.0 <= o.label_smoothing < 1.0, 'optim.label_smoothing', 'must be in [0, 1)')

@@ -122,13 +122,14 @@ def plot_curves(workdir: str, png_path: str | None = None) -> str:
     return steps, np.array([by_step[s] for s in steps])
 
   fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
-  for name, ax in (('train/loss', ax_loss), ('test/loss', ax_loss),
-                   ('train/accuracy', ax_acc), ('test/accuracy', ax_acc)):
+  for name, ax in (('train/loss', ax_loss), ('test/loss', ax_loss), ('val/loss', ax_loss),
+                   ('train/accuracy', ax_acc), ('test/accuracy', ax_acc),
+                   ('val/accuracy', ax_acc)):
     steps, values = series(name)
     epoch_steps = series('epoch')
     if len(steps):
       x = np.interp(steps, *epoch_steps) if len(epoch_steps[0]) else steps
-      ax.plot(x, values, marker='o' if name.startswith('test') else None,
+      ax.plot(x, values, marker=None if name.startswith('train') else 'o',
               markersize=3, label=name)
   for ax, ylabel in ((ax_loss, 'cross-entropy'), (ax_acc, 'top-1 accuracy')):
     ax.set_xlabel('epoch')

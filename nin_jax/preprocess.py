@@ -3,8 +3,9 @@
 * CIFAR-10/100: global contrast normalisation + ZCA whitening (:func:`gcn_zca`),
   the pylearn2 pipeline ``GlobalContrastNormalization(scale=55.)`` then
   ``ZCA(filter_bias=.1)`` fitted on the training split.
-* SVHN: local contrast normalisation (:func:`local_contrast_normalize`), the
-  pylearn2 ``LeCunLCN`` (7x7 Gaussian window, sigma 2).
+* SVHN: GCN (scale 1) then local contrast normalisation (:func:`gcn_lcn`,
+  :func:`local_contrast_normalize`), pylearn2's ``LeCunLCN`` (7x7 Gaussian
+  window, sigma 2).
 * Plain per-channel standardisation (:func:`channel_stats`,
   :func:`standardize`) for baselines and MNIST-like data.
 
@@ -26,7 +27,7 @@ import numpy as np
 import scipy.ndimage
 
 __all__ = [
-    'ZCA', 'apply_zca', 'channel_stats', 'fit_zca', 'gcn_zca',
+    'ZCA', 'apply_zca', 'channel_stats', 'fit_zca', 'gcn_lcn', 'gcn_zca',
     'global_contrast_normalize', 'local_contrast_normalize', 'standardize',
 ]
 
@@ -385,3 +386,16 @@ def local_contrast_normalize(
     divisor = np.maximum(np.maximum(s, per_image), eps)
     out[sl] = v / divisor
   return out
+
+
+def gcn_lcn(images: np.ndarray) -> np.ndarray:
+  """SVHN as the Maxout and NIN papers preprocessed it (pylearn2's svhn_preprocessing.py).
+
+  GlobalContrastNormalizationPyTables (scale 1: each image centred and divided
+  by its L2 norm) then LeCunLCN (7×7 Gaussian, σ 2, threshold 1e-4, zero
+  padding without border renormalisation, uncentred variance). Per image, so
+  nothing is fitted. Returns float32.
+  """
+  return local_contrast_normalize(global_contrast_normalize(images, scale=1.0),
+                                  kernel_size=7, sigma=2.0, eps=1e-4,
+                                  pylearn2_compat=True)

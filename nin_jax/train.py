@@ -126,17 +126,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   p_eval_step = jax.jit(functools.partial(steps.eval_step, task),
                         in_shardings=(rep, bat), out_shardings=rep)
 
-  def evaluate(state) -> dict[str, float]:
+  def evaluate_split(state, batches, prefix: str) -> dict[str, float]:
     totals = None
-    for batch in data.eval_batches(eval_batch):
+    for batch in batches:
       out = p_eval_step(state, dp.to_global(batch))
       totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
     totals = jax.device_get(totals)
     n = totals['count']
-    result = {'test/loss': totals['loss'] / n, 'test/accuracy': totals['correct'] / n,
-              'test/examples': n}
+    result = {f'{prefix}/loss': totals['loss'] / n, f'{prefix}/accuracy': totals['correct'] / n,
+              f'{prefix}/examples': n}
     if data.num_classes > 10:
-      result['test/accuracy_top5'] = totals['correct_top5'] / n
+      result[f'{prefix}/accuracy_top5'] = totals['correct_top5'] / n
+    return result
+
+  def evaluate(state) -> dict[str, float]:
+    """Test metrics, and validation metrics beside them when images were held out."""
+    result = evaluate_split(state, data.eval_batches(eval_batch), 'test')
+    if getattr(data, 'num_validation', 0):
+      result.update(evaluate_split(state, data.validation_batches(eval_batch), 'val'))
     return result
 
   progress = metrics.Progress(total_steps, steps_per_epoch, config.optim.batch_size,
@@ -147,15 +154,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # Small datasets fit in device memory: the host then sends only indices.
   device_data = dp.replicate({'image': data.train_images, 'label': data.train_labels}
                              ) if on_device else None
-  k = dispatch.steps_per_dispatch(config.steps_per_dispatch, on_device,
-                                  jax.default_backend())
+  per_dispatch = dispatch.steps_per_dispatch(config.steps_per_dispatch, on_device,
+                                             jax.default_backend())
   p_train_steps = jax.jit(
       functools.partial(steps.train_steps, task),
       in_shardings=(rep, rep, dp.stacked_batch, rep), out_shardings=(rep, rep),
       donate_argnums=(0, 1))
   boundaries = (config.log_every_steps, config.checkpoint_every_steps, eval_every)
   metrics.console(f'training split {"on device" if on_device else "streamed from the host"};'
-                  f' up to {k} step(s) per dispatch')
+                  f' up to {per_dispatch} step(s) per dispatch')
   if on_device:
     batches = data.train_batches(config.optim.batch_size, config.seed, start_step,
                                  indices_only=True)
@@ -165,8 +172,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   pause_steps = {int(s) for s in config.testing.pause_at_steps}
   with Preemption() as preemption:
     while step < total_steps:
-      # Up to k steps in one call, ending exactly at the next log/eval/checkpoint step.
-      n = dispatch.next_chunk(step, k, total_steps, boundaries, pause_steps)
+      # Up to per_dispatch steps in one call, ending exactly at the next
+      # log/eval/checkpoint step.
+      n = dispatch.next_chunk(step, per_dispatch, total_steps, boundaries, pause_steps)
       if n == 1:
         state, sums = p_train_step(state, sums, dp.to_global(next(batches)), device_data)
       else:
@@ -202,7 +210,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         writer.write(step, {**last_eval, 'epoch': step / steps_per_epoch})
         if jax.process_index() == 0:
           print(f'eval at step {step}: ' + ' | '.join(
-              f'{k} {v:.4f}' for k, v in last_eval.items() if k != 'test/examples')
+              f'{k} {v:.4f}' for k, v in last_eval.items() if not k.endswith('/examples'))
               + f' ({int(last_eval["test/examples"])} images, {time.time() - t0:.1f}s)',
               flush=True)
       if save_now:
