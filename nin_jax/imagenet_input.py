@@ -67,6 +67,14 @@ def preprocess_eval(image, crop: int, mean=MEAN_RGB):
   return image[offset:offset + crop, offset:offset + crop, :]
 
 
+def normalize(images: np.ndarray, fitted: dict[str, np.ndarray]) -> np.ndarray:
+  """Cropped uint8 RGB images → the model's input: [0, 255] pixels minus the mean.
+
+  fitted['mean'] is a mean pixel (3,) or a mean image cropped like the images.
+  """
+  return np.asarray(images, np.float32) - np.asarray(fitted['mean'], np.float32)
+
+
 @dataclasses.dataclass
 class ImageNetData:
   """The streaming source; same interface as input_pipeline.InMemoryData."""
@@ -106,6 +114,18 @@ class ImageNetData:
   @property
   def image_shape(self) -> tuple[int, int, int]:
     return (self.crop, self.crop, 3)
+
+  @property
+  def preprocessing(self) -> dict[str, np.ndarray]:
+    """The statistics `normalize` needs (input_pipeline.fit_preprocessing's counterpart).
+
+    A mean image is cropped as evaluation crops the images (the centre).
+    """
+    mean = np.asarray(self.mean, np.float32)
+    if mean.ndim == 3:
+      offset = (RESIZE - self.crop) // 2
+      mean = mean[offset:offset + self.crop, offset:offset + self.crop]
+    return {'mean': mean}
 
   def _read(self, split: str, *, shuffle_seed: int | None):
     tfds = self._tfds

@@ -37,6 +37,8 @@ class InMemoryData:
   test_images: np.ndarray
   test_labels: np.ndarray
   num_classes: int
+  preprocessing: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+  """What fit_preprocessing fitted on the training split (e.g. mean and std)."""
   # Held out of training for validation metrics (SVHN as the paper split it).
   val_images: np.ndarray | None = None
   val_labels: np.ndarray | None = None
@@ -114,18 +116,18 @@ def load(dataset: ml_collections.ConfigDict) -> InMemoryData:
   test_x, test_y = read('test')
   train_x, train_y = _subset(train_x, train_y, dataset.train_subset)
   test_x, test_y = _subset(test_x, test_y, dataset.test_subset)
-  # Test and validation are transformed alike (per image, or with the statistics
-  # of the training images), so they go through the preprocessing together.
-  train_x, evals = _preprocess(dataset, train_x, np.concatenate([test_x, val_x]))
-  test_x, val_x = evals[:len(test_y)], evals[len(test_y):]
+  # Validation and test images are transformed with the training split's statistics.
+  fitted = fit_preprocessing(dataset, train_x)
+  train_x, test_x = (apply_preprocessing(dataset, fitted, x) for x in (train_x, test_x))
+  has_val = len(val_y) > 0
+  val_x = apply_preprocessing(dataset, fitted, val_x) if has_val else None
   logging.info('%s: %d train / %d validation / %d test images of shape %s (%s)',
                dataset.name, len(train_y), len(val_y), len(test_y),
                train_x.shape[1:], dataset.preprocessing)
-  has_val = len(val_y) > 0
   return InMemoryData(train_x, train_y.astype(np.int32), test_x,
-                      test_y.astype(np.int32), num_classes,
-                      val_x if has_val else None,
-                      val_y.astype(np.int32) if has_val else None)
+                      test_y.astype(np.int32), num_classes, fitted,
+                      val_images=val_x,
+                      val_labels=val_y.astype(np.int32) if has_val else None)
 
 
 def hold_out_per_class(labels: np.ndarray, per_class: int, num_classes: int, *,
@@ -164,29 +166,54 @@ def _subset(images, labels, limit: int):
   return images[keep], labels[keep]
 
 
-def _preprocess(dataset, train_x, test_x):
+def fit_preprocessing(dataset, train_x: np.ndarray) -> dict[str, np.ndarray]:
+  """The statistics config.dataset.preprocessing fits on the uint8 training split.
+
+  Whatever arrays they are, `apply_preprocessing` needs only them and the
+  config to preprocess new images: they are saved beside the checkpoint
+  (nin_jax/predict.py) so a trained model predicts without the dataset.
+  """
   kind = dataset.preprocessing
   if kind == 'standardize':
     mean, std = preprocess.channel_stats(train_x)
-    return (preprocess.standardize(train_x, mean, std),
-            preprocess.standardize(test_x, mean, std))
+    return {'mean': mean, 'std': std}
   if kind == 'gcn_zca':
-    key = f'{dataset.name}_{len(train_x)}'
-    return preprocess.gcn_zca(
-        train_x, test_x, cache_dir=dataset.cache_dir or default_cache_dir(),
-        cache_key=key, scale=dataset.gcn_scale, filter_bias=dataset.zca_filter_bias)
+    zca = preprocess.fit_gcn_zca(
+        train_x, cache_dir=dataset.cache_dir or default_cache_dir(),
+        cache_key=f'{dataset.name}_{len(train_x)}', scale=dataset.gcn_scale,
+        filter_bias=dataset.zca_filter_bias)
+    return {'zca_mean': zca.mean, 'zca_whitening': zca.whitening}
   if kind == 'mean_image':
     # The authors' MNIST provider: minus the training mean image, no division
     # by a standard deviation ([0, 1] pixel scale: inferred).
-    mean = mean_image.mean_image(train_x[i:i + 5000] for i in range(0, len(train_x), 5000))
-    return tuple((x.astype(np.float32) - mean) / np.float32(255.0) for x in (train_x, test_x))
+    return {'mean_image': mean_image.mean_image(
+        train_x[i:i + 5000] for i in range(0, len(train_x), 5000))}
+  if kind in ('gcn_lcn', 'lcn', 'none'):
+    return {}
+  raise ValueError(f'unknown preprocessing {kind!r}; choose one of {PREPROCESSINGS}')
+
+
+def apply_preprocessing(dataset, fitted: dict[str, np.ndarray],
+                        images: np.ndarray) -> np.ndarray:
+  """uint8 images (N, H, W, C) → the model's float32 input, with fitted statistics."""
+  kind = dataset.preprocessing
+  if dataset.name in datasets.STREAMED:
+    from nin_jax import imagenet_input
+    return imagenet_input.normalize(images, fitted)
+  if kind == 'standardize':
+    return preprocess.standardize(images, fitted['mean'], fitted['std'])
+  if kind == 'gcn_zca':
+    zca = preprocess.ZCA(mean=fitted['zca_mean'], whitening=fitted['zca_whitening'])
+    return preprocess.apply_zca(
+        preprocess.global_contrast_normalize(images, scale=dataset.gcn_scale), zca)
+  if kind == 'mean_image':
+    return (images.astype(np.float32) - fitted['mean_image']) / np.float32(255.0)
   if kind == 'gcn_lcn':
-    return preprocess.gcn_lcn(train_x), preprocess.gcn_lcn(test_x)
+    return preprocess.gcn_lcn(images)
   if kind == 'lcn':
-    return tuple(preprocess.local_contrast_normalize(x.astype(np.float32) / 255.0)
-                 for x in (train_x, test_x))
+    return preprocess.local_contrast_normalize(images.astype(np.float32) / 255.0)
   if kind == 'none':
-    return train_x.astype(np.float32) / 255.0, test_x.astype(np.float32) / 255.0
+    return images.astype(np.float32) / 255.0
   raise ValueError(f'unknown preprocessing {kind!r}; choose one of {PREPROCESSINGS}')
 
 

@@ -51,12 +51,13 @@ def learning_rate_schedule(optim: ml_collections.ConfigDict,
     raise ValueError(f'unknown schedule {optim.schedule!r}; choose one of {SCHEDULES}')
   if not warmup:
     return main
-  # The step schedule keeps absolute boundaries; cosine starts after warmup.
-  if optim.schedule == 'step':
-    ramp = lambda step: jnp.minimum(1.0, (step + 1) / warmup)
-    return lambda step: main(step) * ramp(step)
-  return optax.join_schedules(
-      [optax.linear_schedule(0.0, lr, warmup), main], [warmup])
+  # Every schedule ramps the same way: step 0 at lr / warmup, the full rate at
+  # step warmup - 1. The step schedule keeps absolute boundaries; cosine
+  # starts its decay after the warmup.
+  ramp = lambda step: jnp.minimum(1.0, (step + 1) / warmup)
+  if optim.schedule == 'cosine':
+    return lambda step: main(jnp.maximum(step - warmup, 0)) * ramp(step)
+  return lambda step: main(step) * ramp(step)
 
 
 def bias_learning_rate_schedule(optim: ml_collections.ConfigDict, steps_per_epoch: int,

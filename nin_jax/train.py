@@ -27,7 +27,7 @@ from flax import nnx
 
 from nin_jax import checkpoint as checkpoint_lib
 from nin_jax import config as config_lib
-from nin_jax import datasets, dispatch, input_pipeline, metrics, sharding, steps
+from nin_jax import datasets, dispatch, input_pipeline, metrics, predict, profiling, sharding, steps
 
 
 class Preemption:
@@ -69,9 +69,12 @@ class NonFiniteError(FloatingPointError):
   pass
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       profile_steps: tuple[int, int] | None = None) -> dict:
   """Trains and evaluates config's run in workdir, resuming if it holds checkpoints.
 
+  profile_steps: (A, B) traces steps A..B-1 with jax.profiler into
+  workdir/profile (nin_jax/profiling.py).
   Returns the final metrics (test accuracy etc.) as a dict.
   """
   config_lib.validate(config)
@@ -112,6 +115,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     _truncate_metrics(writer.jsonl_path, start_step)
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json_best_effort(indent=2))
+    if not start_step:  # Once per run: the HParams view pairs it with the scalars.
+      writer.write_hparams(config, trial_id=os.path.basename(workdir))
+    predict.write_inference_files(workdir, config, data.preprocessing, predict.class_names(
+        config.dataset.name, data.num_classes))
   metrics.console(
       f'{config.model.preset} on {config.dataset.name}: {sum(x.size for x in jax.tree.leaves(state.params)):,} params, '
       f'{dp.num_devices} {jax.default_backend()} device(s) in {jax.process_count()} '
@@ -169,17 +176,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   else:
     batches = data.train_batches(config.optim.batch_size, config.seed, start_step)
   step = start_step
+  profiler = profiling.StepProfiler(os.path.join(workdir, profiling.PROFILE_DIR), profile_steps)
   pause_steps = {int(s) for s in config.testing.pause_at_steps}
+  # Chunk ends: test pauses, and every step of a profiled range (traced one by one).
+  chunk_stops = pause_steps | (set(range(profile_steps[0], profile_steps[1] + 1))
+                               if profile_steps else set())
   with Preemption() as preemption:
     while step < total_steps:
       # Up to per_dispatch steps in one call, ending exactly at the next
       # log/eval/checkpoint step.
-      n = dispatch.next_chunk(step, per_dispatch, total_steps, boundaries, pause_steps)
-      if n == 1:
-        state, sums = p_train_step(state, sums, dp.to_global(next(batches)), device_data)
-      else:
-        chunk = dp.to_global(dispatch.stack_batches(batches, n), stacked=True)
-        state, sums = p_train_steps(state, sums, chunk, device_data)
+      n = dispatch.next_chunk(step, per_dispatch, total_steps, boundaries, chunk_stops)
+      with profiler.step(step):
+        if n == 1:
+          state, sums = p_train_step(state, sums, dp.to_global(next(batches)), device_data)
+        else:
+          chunk = dp.to_global(dispatch.stack_batches(batches, n), stacked=True)
+          state, sums = p_train_steps(state, sums, chunk, device_data)
+        profiler.wait(sums)
       step += n
       is_last = step == total_steps
       # A stop request is honoured at the chunk's end. Every step is reported:
@@ -206,7 +219,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         sums = dp.replicate(steps.zero_train_sums())
       if step % eval_every == 0 or is_last:
         t0 = time.time()
-        last_eval = evaluate(state)
+        with progress.paused():
+          last_eval = evaluate(state)
         writer.write(step, {**last_eval, 'epoch': step / steps_per_epoch})
         if jax.process_index() == 0:
           print(f'eval at step {step}: ' + ' | '.join(
@@ -214,7 +228,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
               + f' ({int(last_eval["test/examples"])} images, {time.time() - t0:.1f}s)',
               flush=True)
       if save_now:
-        checkpointer.save(step, state)
+        with progress.paused():
+          checkpointer.save(step, state)
       if step in pause_steps:  # Test-only (config.testing): a kill point for tests.
         if not save_now:
           checkpointer.wait()  # Exact kill points: earlier saves are on disk, this one in flight.
@@ -223,6 +238,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if stop:
         logging.warning('preempted: checkpoint at step %d written; rerun to resume', step)
         break
+  profiler.close()  # The run ended before step B.
   dp.assert_replicas_agree(state)  # Multi-process: every host ends with the same model.
   checkpointer.close()
   writer.close()
@@ -233,6 +249,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       metrics.plot_curves(workdir)
     with open(os.path.join(workdir, 'final_metrics.json'), 'w') as f:
       json.dump({'step': step, **{k: float(v) for k, v in last_eval.items()}}, f, indent=2)
+    params, rest = jax.tree.map(lambda x: x.addressable_data(0),
+                                (state.params, state.batch_stats))
+    predict.export(workdir, nnx.merge(task.graphdef, params, rest))
   return {'step': step, 'preempted': step < total_steps,
           **{k: float(v) for k, v in last_eval.items()}}
 

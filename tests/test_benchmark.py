@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import REPO, requires_torch, run_cli
 from nin_jax import benchmark, config as config_lib, models, presets
 
 
@@ -29,6 +29,7 @@ def test_harness_reports_throughput_and_mfu():
   assert result['mfu'] == pytest.approx(result['achieved_tflops'] / 1.0)
 
 
+@requires_torch
 def test_ratio_against_the_pytorch_peer():
   config = small_config()
   config.model.width_multiplier = 1.0  # the peer is the paper's network
@@ -44,6 +45,7 @@ def test_comparing_a_different_network_is_refused():
     benchmark.compare(small_config(), compare_torch=True)
 
 
+@requires_torch
 def test_pytorch_peer_is_the_same_network():
   from benchmarks import torch_nin
   for preset, params in (('cifar10', 966_986), ('imagenet', 7_595_176)):
@@ -80,7 +82,8 @@ def test_device_check_smoke_runs_on_cpu(tmp_path):
   assert [(r['dtype'], r['batch_size']) for r in result['nin_cifar']] == [
       ('bfloat16', 8), ('float32', 8)]
   assert all(r['images_per_s'] > 0 for r in result['nin_cifar'])
-  assert result['torch_peer'][0]['torch_images_per_s'] > 0
+  if _torch_importable():
+    assert result['torch_peer'][0]['torch_images_per_s'] > 0
   assert 0 < result['fashion_mnist']['final_accuracy'] <= 1
   assert 'MFU' in proc.stdout and 'Fashion-MNIST' in proc.stdout
 
@@ -91,3 +94,26 @@ def test_peak_is_looked_up_by_device_name():
   assert device_check.peak_tflops('NVIDIA H200', 'bfloat16') == 989.0
   assert device_check.peak_tflops('NVIDIA H100 80GB HBM3', 'float32') == 67.0
   assert device_check.peak_tflops('cpu', 'bfloat16') is None
+
+
+def test_torch_tests_skip_with_a_reason_only_without_torch(tmp_path):
+  """With torch unimportable the peer's tests skip and say how to install it."""
+  import subprocess
+  import sys
+  (tmp_path / 'torch').mkdir()
+  (tmp_path / 'torch' / '__init__.py').write_text('raise ImportError("no torch here")\n')
+  test = 'tests/test_benchmark.py::test_pytorch_peer_is_the_same_network'
+  env = {**__import__('os').environ, 'PYTHONPATH': f'{tmp_path}:{REPO}'}
+  hidden = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-rs', test], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=300)
+  assert '1 skipped' in hidden.stdout and 'requirements-torch.txt' in hidden.stdout
+  if _torch_importable():  # and with torch, it runs
+    env['PYTHONPATH'] = REPO
+    present = subprocess.run([sys.executable, '-m', 'pytest', '-q', test], cwd=REPO,
+                             env=env, capture_output=True, text=True, timeout=300)
+    assert '1 passed' in present.stdout, present.stdout[-2000:]
+
+
+def _torch_importable():
+  from conftest import _torch_importable as importable
+  return importable()

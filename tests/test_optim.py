@@ -60,11 +60,22 @@ def test_step_schedule_divides_by_ten_twice():
 def test_cosine_with_warmup():
   cfg = optim_config(learning_rate=0.4, schedule='cosine', warmup_epochs=1.0)
   schedule = optim.learning_rate_schedule(cfg, steps_per_epoch=100, total_steps=1100)
-  assert float(schedule(0)) == 0.0
-  np.testing.assert_allclose(schedule(50), 0.2, rtol=1e-6)
+  np.testing.assert_allclose(schedule(0), 0.004, rtol=1e-6)
+  np.testing.assert_allclose(schedule(49), 0.2, rtol=1e-6)
+  np.testing.assert_allclose(schedule(99), 0.4, rtol=1e-6)
   np.testing.assert_allclose(schedule(100), 0.4, rtol=1e-6)
   np.testing.assert_allclose(schedule(600), 0.2, rtol=1e-5)
   assert float(schedule(1100)) < 1e-6
+
+
+@pytest.mark.parametrize('schedule_name', optim.SCHEDULES)
+def test_warmup_starts_from_the_same_point_for_every_schedule(schedule_name):
+  """Step 0 trains at lr / warmup_steps, the full rate is reached at step warmup - 1."""
+  cfg = optim_config(learning_rate=0.4, schedule=schedule_name, warmup_epochs=0.5,
+                     decay_epochs=(5.0,))
+  schedule = optim.learning_rate_schedule(cfg, steps_per_epoch=100, total_steps=1000)
+  np.testing.assert_allclose([schedule(0), schedule(24), schedule(49)],
+                             [0.4 / 50, 0.2, 0.4], rtol=1e-5)
 
 
 def test_linear_scaling_from_a_reference_batch():
