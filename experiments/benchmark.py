@@ -3,6 +3,11 @@
     python experiments/benchmark.py --config=experiments/configs/cifar10.py \
         --compare_torch --config.optim.batch_size=128
     python experiments/benchmark.py --peak_tflops=989 --config.model.dtype=bfloat16
+    # The loop's host overhead for 1, 8 and 32 steps per dispatch (tiny network):
+    python experiments/benchmark.py --host_overhead \
+        --config=experiments/configs/fashion_mnist.py \
+        --config.model.width_multiplier=0.0625 --config.optim.batch_size=32 \
+        --config.dataset.train_subset=2048 --config.dataset.test_subset=256
     python experiments/benchmark.py --warmup=5 --profile_steps=2:5 --profile_dir=/tmp/prof
 """
 
@@ -26,6 +31,9 @@ flags.DEFINE_bool('compare_torch', False, 'Also time the PyTorch peer (benchmark
 flags.DEFINE_integer('torch_threads', 0, 'Threads for PyTorch (0: its default).')
 flags.DEFINE_string('torch_device', 'cpu', "PyTorch device: 'cpu' or 'cuda'.")
 flags.DEFINE_bool('torch_compile', False, 'torch.compile the peer.')
+flags.DEFINE_bool('host_overhead', False,
+                  "Time the real loop against the compiled step for k = 1, 8, 32 "
+                  "steps per dispatch (the config's dataset, held on device).")
 flags.DEFINE_string('output', '', 'Also write the result as JSON here.')
 flags.DEFINE_string('profile_steps', '', 'A:B traces steps A to B-1 after compilation '
                     '(warmup steps first) with jax.profiler.')
@@ -38,6 +46,11 @@ def main(argv):
   del argv
   if not FLAGS['verbosity'].present:  # JAX's backend probing logs at INFO.
     logging.set_verbosity(logging.WARNING)
+  if FLAGS.host_overhead:
+    rows = benchmark.host_overhead(FLAGS.config)
+    print(benchmark.format_overhead(rows))
+    print(json.dumps(rows))
+    return
   result = benchmark.compare(
       FLAGS.config, steps=FLAGS.steps, warmup=FLAGS.warmup,
       peak_tflops=FLAGS.peak_tflops, compare_torch=FLAGS.compare_torch,
