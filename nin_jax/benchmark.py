@@ -8,20 +8,26 @@ The input pipeline's images/s is measured separately on arrays of the same
 shape. With `compare_torch`, the PyTorch peer (nin_jax/torch_nin.py) runs
 the same network in the same process right after, so the ratio of the two is
 measured under the same machine load.
+
+`host_overhead` runs the real train loop on a network so small that its
+compute hardly counts and compares its time per step with the compiled step
+alone, for several steps per dispatch: what the loop's host work costs.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 import statistics
+import tempfile
 import time
 
 import jax
 import ml_collections
 import numpy as np
 
-from nin_jax import input_pipeline, models, presets, profiling, sharding
+from nin_jax import input_pipeline, metrics, models, presets, profiling, sharding
 from nin_jax import steps as train_steps  # `steps` is a step count here
 
 
@@ -136,6 +142,80 @@ def compare(config: ml_collections.ConfigDict, *, steps: int = 10, warmup: int =
     result['torch_version'] = peer['torch_version']
     result['jax_over_torch'] = result['images_per_s'] / peer['images_per_s']
   return result
+
+
+def host_overhead(config: ml_collections.ConfigDict, *, ks=(1, 8, 32),
+                  intervals: int = 2, steps_per_interval: int = 32) -> list[dict]:
+  """Per k: the real loop's time per step against the compiled step alone.
+
+  The loop (train.train_and_evaluate, data on device, k steps per dispatch)
+  logs every `steps_per_interval` steps; its time per step is taken from the
+  logged intervals after the first (which holds the compilation), so it
+  includes everything the loop does between steps: batching, dispatch and the
+  metric fetch at each log. The compiled step alone is the same jit called
+  back to back on batches already on the device, waited for once.
+  """
+  from nin_jax import train  # Only this mode needs the loop (and Orbax) loaded.
+  results = []
+  for k in ks:
+    if steps_per_interval % k:
+      raise ValueError(f'steps_per_interval={steps_per_interval} is not a multiple of k={k}')
+    cfg = copy.deepcopy(config)
+    cfg.steps_per_dispatch = k
+    cfg.dataset.on_device = True
+    cfg.log_every_steps = steps_per_interval
+    cfg.checkpoint_every_steps = 10 ** 9   # only the final save, after the last interval
+    cfg.eval_every_epochs = 10 ** 6        # only the final eval
+    cfg.num_epochs = 10.0 ** 6
+    cfg.max_steps = steps_per_interval * (intervals + 1)
+    cfg.write_plots = False
+    with tempfile.TemporaryDirectory() as workdir:
+      train.train_and_evaluate(cfg, workdir)
+      rates = [r['train/images_per_s'] for r in metrics.read_metrics(workdir)
+               if 'train/images_per_s' in r][1:]
+    loop_s = cfg.optim.batch_size / statistics.median(rates)
+    step_s = compiled_step_time(cfg, k, calls=max(1, steps_per_interval * intervals // k))
+    results.append({'steps_per_dispatch': k, 'loop_step_s': loop_s,
+                    'compiled_step_s': step_s, 'overhead': loop_s / step_s - 1})
+  return results
+
+
+def compiled_step_time(config, k: int, *, calls: int) -> float:
+  """Seconds per step of the loop's compiled call (k steps, data on device)."""
+  dp = sharding.DataParallel.create()
+  input_shape, num_classes = _input_shape_and_classes(config)
+  batch, n = config.optim.batch_size, 4 * config.optim.batch_size
+  state, task = train_steps.create_train_state(config, num_classes, input_shape,
+                                               steps_per_epoch=1000, total_steps=100_000)
+  rng = np.random.default_rng(0)
+  data = dp.replicate({'image': rng.standard_normal((n, *input_shape), np.float32),
+                       'label': rng.integers(0, num_classes, n).astype(np.int32)})
+  rep = dp.replicated
+  index = rng.integers(0, n, (k, batch)).astype(np.int32)
+  if k == 1:
+    fn, batches = train_steps.train_step, dp.to_global({'index': index[0]})
+    shard = dp.batch
+  else:
+    fn, batches = train_steps.train_steps, dp.to_global({'index': index}, stacked=True)
+    shard = dp.stacked_batch
+  call = jax.jit(functools.partial(fn, task), in_shardings=(rep, rep, shard, rep),
+                 out_shardings=(rep, rep), donate_argnums=(0, 1))
+  state, sums = dp.replicate(state), dp.replicate(train_steps.zero_train_sums())
+  state, sums = call(state, sums, batches, data)  # compile and warm up
+  jax.block_until_ready(state)
+  t0 = time.perf_counter()
+  for _ in range(calls):
+    state, sums = call(state, sums, batches, data)
+  jax.block_until_ready(state)
+  return (time.perf_counter() - t0) / (calls * k)
+
+
+def format_overhead(rows: list[dict]) -> str:
+  lines = ['steps/dispatch | loop ms/step | compiled ms/step | loop overhead']
+  lines += [f'{r["steps_per_dispatch"]:>14} | {1e3 * r["loop_step_s"]:>12.3f} | '
+            f'{1e3 * r["compiled_step_s"]:>16.3f} | {100 * r["overhead"]:>+12.1f} %'
+            for r in rows]
+  return '\n'.join(lines)
 
 
 def format_report(result: dict) -> str:

@@ -124,6 +124,9 @@ def benchmark() -> None:
   flags.DEFINE_integer('torch_threads', 0, 'Threads for PyTorch (0: its default).')
   flags.DEFINE_string('torch_device', 'cpu', "PyTorch device: 'cpu' or 'cuda'.")
   flags.DEFINE_bool('torch_compile', False, 'torch.compile the peer.')
+  flags.DEFINE_bool('host_overhead', False,
+                    "Time the real loop against the compiled step for k = 1, 8, 32 "
+                    "steps per dispatch (the config's dataset, held on device).")
   flags.DEFINE_string('output', '', 'Also write the result as JSON here.')
   flags.DEFINE_string('profile_steps', '', 'A:B traces steps A to B-1 after compilation '
                       '(warmup steps first) with jax.profiler.')
@@ -136,6 +139,11 @@ def benchmark() -> None:
     from nin_jax import profiling
     if not FLAGS['verbosity'].present:  # JAX's backend probing logs at INFO.
       logging.set_verbosity(logging.WARNING)
+    if FLAGS.host_overhead:
+      rows = benchmark_lib.host_overhead(FLAGS.config)
+      print(benchmark_lib.format_overhead(rows))
+      print(json.dumps(rows))
+      return
     result = benchmark_lib.compare(
         FLAGS.config, steps=FLAGS.steps, warmup=FLAGS.warmup,
         peak_tflops=FLAGS.peak_tflops, compare_torch=FLAGS.compare_torch,

@@ -39,7 +39,9 @@ def base_config() -> ml_collections.ConfigDict:
       train_extra=False,        # also train on the 'extra' split (SVHN)
       validation_per_class_train=0,  # held out of 'train' per class for validation metrics
       validation_per_class_extra=0,  # held out of 'extra' per class (with train_extra)
-      on_device=False,          # hold the train split on device; gather in the step
+      # Hold the train split on device and gather batches in the step: True,
+      # False, or None = auto (on an accelerator when it fits; nin_jax/dispatch.py).
+      on_device=ml_collections.FieldReference(None, field_type=bool),
       train_subset=0,           # >0: use this many training images (quick runs)
       test_subset=0,            # >0: evaluate on this many test images
   ))
@@ -85,6 +87,9 @@ def base_config() -> ml_collections.ConfigDict:
   ))
   c.num_epochs = 260.0          # training length (fractions allowed)
   c.max_steps = 0               # >0: stop after this many steps (smoke runs)
+  # Train steps per compiled call (lax.scan): 0 = auto (32 on an accelerator
+  # with the data on device, else 1). Log/eval/checkpoint steps stay exact.
+  c.steps_per_dispatch = 0
   c.eval_batch_size = 0         # 0: same as optim.batch_size
   c.eval_every_epochs = 1.0     # test-set evaluation interval
   c.log_every_steps = 50        # progress line, TensorBoard and metrics.jsonl interval
@@ -175,6 +180,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   check(o.warmup_epochs >= 0, 'optim.warmup_epochs', 'must be >= 0')
   check(0.0 <= o.label_smoothing < 1.0, 'optim.label_smoothing', 'must be in [0, 1)')
   check(config.num_epochs > 0, 'num_epochs', 'must be positive')
+  check(config.steps_per_dispatch >= 0, 'steps_per_dispatch', 'must be >= 0 (0 = auto)')
   check(config.max_steps >= 0, 'max_steps', 'must be >= 0 (0 = no limit)')
   check(config.eval_batch_size >= 0, 'eval_batch_size', 'must be >= 0')
   check(config.eval_every_epochs > 0, 'eval_every_epochs', 'must be positive')

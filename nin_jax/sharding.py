@@ -153,12 +153,22 @@ class DataParallel:
           f'{self.num_devices}')
     return global_batch_size // jax.process_count()
 
-  def to_global(self, local_batch):
-    """Process-local numpy batch (a pytree) → global jax.Arrays sharded on 'data'."""
+  @property
+  def stacked_batch(self) -> NamedSharding:
+    """Batches stacked on a leading step axis (k steps per dispatch)."""
+    return NamedSharding(self.mesh, P(None, DATA_AXIS))
+
+  def to_global(self, local_batch, *, stacked: bool = False):
+    """Process-local numpy batch (a pytree) → global jax.Arrays sharded on 'data'.
+
+    `stacked`: the batch axis is the second, after a leading step axis.
+    """
+    axis, sharding = (1, self.stacked_batch) if stacked else (0, self.batch)
     def put(x):
       x = np.asarray(x)
-      global_shape = (x.shape[0] * jax.process_count(), *x.shape[1:])
-      return jax.make_array_from_process_local_data(self.batch, x, global_shape)
+      global_shape = list(x.shape)
+      global_shape[axis] *= jax.process_count()
+      return jax.make_array_from_process_local_data(sharding, x, tuple(global_shape))
     return jax.tree.map(put, local_batch)
 
   def replicate(self, tree):

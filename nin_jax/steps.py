@@ -147,6 +147,19 @@ def train_step(task: Task, state: TrainState, sums, batch, device_data=None):
   return state, sums
 
 
+def train_steps(task: Task, state: TrainState, sums, batches, device_data=None):
+  """`train_step` over each batch along `batches`' leading axis, in one compiled call.
+
+  A loop over k steps inside one dispatch (lax.scan) takes the host out of the
+  per-step path on an accelerator. Keys are still folded from (seed, step), so
+  the result is that of k calls of `train_step`.
+  """
+  def body(carry, batch):
+    return train_step(task, *carry, batch, device_data), None
+  (state, sums), _ = jax.lax.scan(body, (state, sums), batches)
+  return state, sums
+
+
 def eval_step(task: Task, state: TrainState, batch):
   """Masked sums of loss, top-1 and top-5 hits over one padded global batch."""
   model = nnx.merge(task.graphdef, state.params, state.batch_stats, copy=True)

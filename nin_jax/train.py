@@ -27,8 +27,8 @@ from flax import nnx
 
 from nin_jax import checkpoint as checkpoint_lib
 from nin_jax import config as config_lib
-from nin_jax import (datasets, input_pipeline, metrics, predict, profiling, sharding, steps,
-                     storage)
+from nin_jax import (datasets, dispatch, input_pipeline, metrics, predict, profiling,
+                     sharding, steps, storage)
 
 
 class Preemption:
@@ -157,10 +157,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   zero_sums = jax.jit(steps.zero_train_sums, out_shardings=rep)
   sums = zero_sums()
   last_eval: dict[str, float] = {}
-  on_device = config.dataset.on_device
+  on_device = dispatch.data_on_device(config.dataset, data, jax.default_backend())
   # Small datasets fit in device memory: the host then sends only indices.
   device_data = dp.replicate({'image': data.train_images, 'label': data.train_labels}
                              ) if on_device else None
+  per_dispatch = dispatch.steps_per_dispatch(config.steps_per_dispatch, on_device,
+                                             jax.default_backend())
+  p_train_steps = jax.jit(
+      functools.partial(steps.train_steps, task),
+      in_shardings=(rep, rep, dp.stacked_batch, rep), out_shardings=(rep, rep),
+      donate_argnums=(0, 1))
+  boundaries = (config.log_every_steps, config.checkpoint_every_steps, eval_every)
+  metrics.console(f'training split {"on device" if on_device else "streamed from the host"};'
+                  f' up to {per_dispatch} step(s) per dispatch')
   if on_device:
     batches = data.train_batches(config.optim.batch_size, config.seed, start_step,
                                  indices_only=True)
@@ -169,14 +178,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   step = start_step
   profiler = profiling.StepProfiler(str(workdir / profiling.PROFILE_DIR), profile_steps)
   pause_steps = {int(s) for s in config.testing.pause_at_steps}
+  # Chunk ends: test pauses, and every step of a profiled range (traced one by one).
+  chunk_stops = pause_steps | (set(range(profile_steps[0], profile_steps[1] + 1))
+                               if profile_steps else set())
   with Preemption() as preemption, writer:  # Leaving it flushes the writes, error or not.
     while step < total_steps:
+      # Up to per_dispatch steps in one call, ending exactly at the next
+      # log/eval/checkpoint step.
+      n = dispatch.next_chunk(step, per_dispatch, total_steps, boundaries, chunk_stops)
       with profiler.step(step):
-        state, sums = p_train_step(state, sums, dp.to_global(next(batches)), device_data)
+        if n == 1:
+          state, sums = p_train_step(state, sums, dp.to_global(next(batches)), device_data)
+        else:
+          chunk = dp.to_global(dispatch.stack_batches(batches, n), stacked=True)
+          state, sums = p_train_steps(state, sums, chunk, device_data)
         profiler.wait(sums)
-      step += 1
+      step += n
       is_last = step == total_steps
-      stop = preemption.should_stop(step)
+      # A stop request is honoured at the chunk's end. Every step is reported:
+      # JAX's multi-process sync point may fall on any of them.
+      stop = any([preemption.should_stop(s) for s in range(step - n + 1, step + 1)])
       log_now = step % config.log_every_steps == 0 or is_last or stop or (step % eval_every == 0)
       save_now = step % config.checkpoint_every_steps == 0 or is_last or stop
       # Fetching the sums is the NaN/Inf check. Every save is preceded by it, so a

@@ -1,6 +1,9 @@
 """The benchmark harness measures the real train step and compares with PyTorch."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -56,6 +59,41 @@ def test_command_line_prints_json(tmp_path):
                  extra_args=['--steps=1', '--warmup=0', f'--output={out}'])
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert json.loads(out.read_text())['batch_size'] == 8
+
+
+def test_host_overhead_compares_the_loop_with_the_compiled_step(tiny_config):
+  rows = benchmark.host_overhead(tiny_config(), ks=(1, 4), intervals=1,
+                                 steps_per_interval=4)
+  assert [r['steps_per_dispatch'] for r in rows] == [1, 4]
+  for r in rows:
+    assert r['loop_step_s'] > 0 and r['compiled_step_s'] > 0
+    assert r['overhead'] == pytest.approx(r['loop_step_s'] / r['compiled_step_s'] - 1)
+
+
+def test_device_check_smoke_runs_on_cpu(tmp_path):
+  # The GPU check's every part at tiny sizes, so it cannot rot before a GPU runs it.
+  out = tmp_path / 'check.json'
+  proc = subprocess.run(
+      [sys.executable, os.path.join(REPO, 'benchmarks', 'device_check.py'), '--smoke',
+       f'--output={out}'], capture_output=True, text=True, timeout=600, cwd=REPO,
+      env={**os.environ, 'PYTHONPATH': REPO, 'JAX_PLATFORMS': 'cpu'})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.loads(out.read_text())
+  assert [(r['dtype'], r['batch_size']) for r in result['nin_cifar']] == [
+      ('bfloat16', 8), ('float32', 8)]
+  assert all(r['images_per_s'] > 0 for r in result['nin_cifar'])
+  if _torch_importable():
+    assert result['torch_peer'][0]['torch_images_per_s'] > 0
+  assert 0 < result['fashion_mnist']['final_accuracy'] <= 1
+  assert 'MFU' in proc.stdout and 'Fashion-MNIST' in proc.stdout
+
+
+def test_peak_is_looked_up_by_device_name():
+  sys.path.insert(0, REPO)
+  from benchmarks import device_check
+  assert device_check.peak_tflops('NVIDIA H200', 'bfloat16') == 989.0
+  assert device_check.peak_tflops('NVIDIA H100 80GB HBM3', 'float32') == 67.0
+  assert device_check.peak_tflops('cpu', 'bfloat16') is None
 
 
 def test_torch_tests_skip_with_a_reason_only_without_torch(tmp_path):
