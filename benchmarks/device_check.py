@@ -30,8 +30,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import sys
 import tempfile
 import time
 
