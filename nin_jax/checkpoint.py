@@ -16,10 +16,21 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from absl import logging
+from etils import epath
 
 
 class CheckpointError(RuntimeError):
   """No checkpoint in the workdir could be restored."""
+
+
+class CheckpointMismatch(CheckpointError):
+  """A checkpoint reads back but does not fit the state this config builds."""
+
+  def __init__(self, step: int, directory: str, differences: list[str]):
+    self.step, self.directory, self.differences = step, directory, differences
+    super().__init__(f'checkpoint at step {step} in {directory} does not fit this config '
+                     f'({"; ".join(differences[:3])}'
+                     f'{f"; {len(differences) - 3} more" if len(differences) > 3 else ""})')
 
 
 class _CheckpointManager(ocp.CheckpointManager):
@@ -102,6 +113,14 @@ class Checkpointer:
     tried = []
     while (step := self._manager.latest_step()) is not None:
       try:
+        differences = self.differences(step, abstract_state)
+      except Exception as e:  # Metadata missing or unreadable: damaged.
+        tried.append(step)
+        self._warn_and_set_aside(step, e)
+        continue
+      if differences:  # Readable but another shape: a config change, not damage.
+        raise CheckpointMismatch(step, self.directory, differences)
+      try:
         state = self._manager.restore(
             step, args=ocp.args.StandardRestore(abstract_state))
         expected = (self._manager.metadata(step).custom_metadata or {}).get('fingerprint')
@@ -111,16 +130,39 @@ class Checkpointer:
         return state
       except Exception as e:  # Orbax raises many types for damaged files.
         tried.append(step)
-        logging.warning('checkpoint at step %d cannot be read (%s: %s); '
-                        'moving it aside and trying an older one',
-                        step, type(e).__name__, str(e).splitlines()[0][:200])
-        self._set_aside(step)
+        self._warn_and_set_aside(step, e)
     if tried:
       raise CheckpointError(
           f'no readable checkpoint in {self.directory}: steps {tried} are '
           'damaged (moved aside as *.corrupt-*). Delete them, or start a fresh '
           'workdir, to train from scratch.')
     return None
+
+  def differences(self, step: int, abstract_state) -> list[str]:
+    """How checkpoint `step`'s arrays differ from `abstract_state` ([] if they fit).
+
+    Read from the checkpoint's metadata alone, before any array: a damaged
+    checkpoint raises here only if its metadata is damaged, and one saved
+    under another config shows as different paths, shapes or dtypes.
+    """
+    path = os.path.join(self.directory, str(step), 'default')
+    reader = ocp.StandardCheckpointHandler()
+    try:
+      saved = _flat_arrays(reader.metadata(epath.Path(path)))
+    finally:
+      reader.close()
+    wanted = _flat_arrays(ocp.tree.serialize_tree(abstract_state, keep_empty_nodes=True))
+    differences = [f'{p}: missing in the checkpoint' for p in wanted if p not in saved]
+    differences += [f'{p}: in the checkpoint only' for p in saved if p not in wanted]
+    differences += [f'{p}: {saved[p]} (checkpoint) vs {wanted[p]} (now)'
+                    for p in wanted if p in saved and saved[p] != wanted[p]]
+    return differences
+
+  def _warn_and_set_aside(self, step: int, error: Exception) -> None:
+    logging.warning('checkpoint at step %d cannot be read (%s: %s); '
+                    'moving it aside and trying an older one',
+                    step, type(error).__name__, (str(error).splitlines() or [''])[0][:200])
+    self._set_aside(step)
 
   def _set_aside(self, step: int) -> None:
     if jax.process_index() == 0:
@@ -157,6 +199,13 @@ def load_for_inspection(workdir: str, step: int | None = None):
       lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
       checkpointer.metadata(path).item_metadata)
   return checkpointer.restore(path, target)
+
+
+def _flat_arrays(tree) -> dict[str, str]:
+  """'a/b/c' → 'float32[3, 4]' for every array leaf of a (serialized) tree."""
+  flat = ocp.tree.to_flat_dict(tree)
+  return {'/'.join(map(str, p)): f'{jnp.dtype(v.dtype).name}{list(v.shape)}'
+          for p, v in flat.items() if hasattr(v, 'shape') and hasattr(v, 'dtype')}
 
 
 def fingerprint(state) -> list[int]:

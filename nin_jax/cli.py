@@ -17,7 +17,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from nin_jax import checkpoint, datasets, sharding
+from nin_jax import checkpoint, config_file, datasets, sharding
 
 FLAGS = flags.FLAGS
 
@@ -41,6 +41,10 @@ def _define_flags(default_config: str) -> None:
   flags.DEFINE_string('compilation_cache_dir', os.path.join('~', '.cache', 'nin_jax', 'xla'),
                       "JAX's persistent compilation cache: a rerun or resume skips "
                       "recompiling ('' = off).")
+  flags.DEFINE_bool('allow_config_change', False,
+                    'Resume even though the config changes what a step means '
+                    '(batch size, data, model...); the change is recorded in '
+                    'the workdir\'s launches.jsonl.')
   flags.DEFINE_integer('heartbeat_timeout_s', 0,
                        'Multi-process: seconds after which a dead peer stops the '
                        'others (0 = JAX default).')
@@ -53,6 +57,11 @@ def run(default_config: str) -> None:
   repo_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(default_config))))
   if repo_root not in sys.path:
     sys.path.insert(0, repo_root)
+  try:  # Before ml_collections imports it: a bad file is one line, not a traceback.
+    config_file.check(config_file.path_from_argv(sys.argv, default_config))
+  except config_file.ConfigFileError as e:
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    sys.exit(2)
   try:
     # config_flags applies --config.* overrides here, while defining the flag.
     _define_flags(default_config)
@@ -85,7 +94,12 @@ def _main(argv):
     sharding.maybe_initialize_distributed(
         FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
         FLAGS.heartbeat_timeout_s)
-    result = train.train_and_evaluate(config, workdir)
+    result = train.train_and_evaluate(config, workdir,
+                                      allow_config_change=FLAGS.allow_config_change)
+  except KeyboardInterrupt:  # Ctrl-C before the first step: nothing to save.
+    print('interrupted before training started; nothing was saved', file=sys.stderr,
+          flush=True)
+    sys.exit(130)
   except USER_ERRORS as e:
     print(f'error: {e}', file=sys.stderr, flush=True)
     sys.exit(2)
@@ -96,7 +110,9 @@ def _main(argv):
     if sharding.is_multiprocess():  # Most likely a dead peer: say so, exit now.
       sharding.exit_after_failure(e)
     raise
-  if result.get('preempted'):
+  if result.get('preempted') and result.get('signal') == 'SIGINT':
+    print(f'interrupted at step {result["step"]}; rerun the same command to resume')
+  elif result.get('preempted'):
     print(f'stopped at step {result["step"]} (preempted); rerun the same command to resume')
   elif 'test/accuracy' in result:
     print(f'final test accuracy {result["test/accuracy"]:.4f} '

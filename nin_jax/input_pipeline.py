@@ -77,6 +77,9 @@ def load(dataset: ml_collections.ConfigDict) -> InMemoryData:
         dataset.name, split, source=dataset.source,
         data_dir=dataset.data_dir or None, idx_dir=dataset.idx_dir or None)
     limit = dataset.train_subset if split == 'train' else dataset.test_subset
+    if limit > len(labels):
+      raise ValueError(f'config.dataset.{split}_subset={limit} is larger than the '
+                       f'{len(labels)} images of the {dataset.name} {split} split')
     if limit:
       # A fixed, class-mixed subset: the first `limit` of a seeded permutation.
       keep = np.sort(np.random.default_rng(1234).permutation(len(labels))[:limit])
