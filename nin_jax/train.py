@@ -29,7 +29,7 @@ from flax import nnx
 
 from nin_jax import checkpoint as checkpoint_lib
 from nin_jax import config as config_lib
-from nin_jax import (datasets, event_files, input_pipeline, metrics, run_history,
+from nin_jax import (datasets, event_files, failures, input_pipeline, metrics, run_history,
                      sharding, steps, workdir_lock)
 
 
@@ -98,13 +98,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   workdir = os.path.abspath(workdir)
   created = not os.path.exists(workdir)
   _check_workdir(workdir)
+  failures.quiet_library_noise()
   try:
     with workdir_lock.held(workdir):
       return _train_and_evaluate(config, workdir, allow_config_change)
-  except BaseException:
+  except BaseException as e:
     if created and jax.process_index() == 0:  # A run that wrote nothing leaves nothing.
       with contextlib.suppress(OSError):
         os.rmdir(workdir)  # Only if empty.
+    if failures.is_out_of_space(e):
+      raise failures.disk_full_error(workdir) from None
     raise
 
 
