@@ -70,22 +70,25 @@ def quiet_library_noise() -> None:
     logger = logging.getLogger(name)
     if _NOISE not in logger.filters:
       logger.addFilter(_NOISE)
-  if not getattr(sys.excepthook, 'quiets_closed_loop', False):
-    sys.excepthook = _excepthook_without_closed_loop(sys.excepthook)
+  if not getattr(sys.unraisablehook, 'quiets_closed_loop', False):
+    sys.unraisablehook = _without_closed_loop(sys.unraisablehook)
 
 
-def _excepthook_without_closed_loop(hook):
-  """sys.excepthook minus the closed-loop error of tensorstore's late callbacks.
+def _is_closed_loop(error: BaseException | None, tb) -> bool:
+  frames = traceback.extract_tb(tb)
+  return (isinstance(error, RuntimeError) and str(error) == 'Event loop is closed'
+          and bool(frames) and frames[0].name == 'call_soon_threadsafe')
+
+
+def _without_closed_loop(hook):
+  """sys.unraisablehook minus the closed-loop error of tensorstore's late callbacks.
 
   tensorstore reports an exception raised in a Python callback it runs with
-  PyErr_Print, i.e. through sys.excepthook: those callbacks are what calls
-  `call_soon_threadsafe` on Orbax's loop after Orbax has closed it.
+  PyErr_WriteUnraisable: those callbacks call `call_soon_threadsafe` on
+  Orbax's asyncio loop after Orbax has closed it.
   """
-  def quiet_hook(kind, error, tb):
-    frames = traceback.extract_tb(tb)
-    if (isinstance(error, RuntimeError) and str(error) == 'Event loop is closed'
-        and frames and frames[0].name == 'call_soon_threadsafe'):
-      return
-    hook(kind, error, tb)
+  def quiet_hook(unraisable):
+    if not _is_closed_loop(unraisable.exc_value, unraisable.exc_traceback):
+      hook(unraisable)
   quiet_hook.quiets_closed_loop = True
   return quiet_hook
