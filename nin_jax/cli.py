@@ -96,9 +96,9 @@ def _main(argv):
         FLAGS.heartbeat_timeout_s)
     result = train.train_and_evaluate(config, workdir,
                                       allow_config_change=FLAGS.allow_config_change)
-  except KeyboardInterrupt:  # Ctrl-C before the first step: nothing to save.
-    print('interrupted before training started; nothing was saved', file=sys.stderr,
-          flush=True)
+  except KeyboardInterrupt:  # Ctrl-C outside the train loop (which saves first).
+    print('interrupted; rerun the same command to resume from the last checkpoint',
+          file=sys.stderr, flush=True)
     sys.exit(130)
   except USER_ERRORS as e:
     print(f'error: {e}', file=sys.stderr, flush=True)

@@ -265,11 +265,9 @@ def test_no_readable_checkpoint_is_a_clear_error(two_checkpoints, tmp_path):
   assert 'checkpoint at step 4 cannot be read' in proc.stderr
   assert (f'error: no readable checkpoint in {workdir}/checkpoints: steps [8, 4] '
           'are damaged') in proc.stderr
-  # KNOWN LEAK (third-party, not fixed): after a failed restore, tensorstore
-  # callbacks land on Orbax's closed asyncio loop and its threads print
-  # tracebacks ("Event loop is closed"). None of them may pass through our code.
-  frames = [l for l in proc.stderr.splitlines() if l.startswith('  File ')]
-  assert not [l for l in frames if '/nin_jax/' in l or '/experiments/' in l], frames
+  # After a failed restore, tensorstore callbacks can land on Orbax's closed
+  # asyncio loop ("Event loop is closed"): shutdown noise, not printed.
+  assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
   assert sorted(os.listdir(workdir / 'checkpoints')) == ['4.corrupt-0', '8.corrupt-0']
 
 
@@ -438,6 +436,7 @@ def test_tensorboard_shows_each_step_once_after_a_resume(tmp_path):
   # As if killed while saving step 8: steps 5-8 are logged but not checkpointed.
   shutil.rmtree(os.path.join(workdir, 'checkpoints', '8'))
   train.train_and_evaluate(tiny(max_steps=8, log_every_steps=2), workdir)
-  events = scalar_events(workdir)
+  # ('epoch' goes with both the train and the eval record of a step.)
+  events = [e for e in scalar_events(workdir) if e[0] != 'epoch']
   assert len(events) == len(set(events)), sorted(events)
   assert sorted(step for tag, step in events if tag == 'train/loss') == [2, 4, 6, 8]
