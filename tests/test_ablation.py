@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, TINY, run_cli
+from conftest import REPO, TINY, make_tiny_config, run_cli
 from nin_jax import ablation, sweeps
 
 BASE = {**TINY, 'max_steps': 2}
@@ -63,7 +63,7 @@ def test_three_heads_same_run_otherwise_tabled_and_plotted(tmp_path):
     ablation_main(tmp_path, fc_dropout=0.5)
 
 
-def ablation_main(workdir, fc_dropout):
+def ablation_main(workdir, fc_dropout, seeds=(), dry_run=False):
   sys.path.insert(0, REPO)
   from experiments.configs import fashion_mnist
   config = sweeps.apply_overrides(fashion_mnist.get_config(), BASE)
@@ -72,5 +72,59 @@ def ablation_main(workdir, fc_dropout):
       config=config, config_path=os.path.join(REPO, 'experiments', 'configs', 'fashion_mnist.py'),
       workdir=str(workdir), argv=[f'--config.{k}={v}' for k, v in BASE.items()],
       trainer=os.path.join(REPO, 'experiments', 'fashion_mnist.py'), fc_dropout=fc_dropout,
-      dry_run=False, report_only=False, stream=out)
+      dry_run=dry_run, report_only=False, seeds=seeds, stream=out)
   return not_done, out.getvalue()
+
+
+def test_seeds_are_a_sweep_axis_of_every_variant(tmp_path):
+  """--seeds=0,1,2 makes 9 trials: each variant once per seed, nothing else differing."""
+  not_done, out = ablation_main(tmp_path, fc_dropout=0.5, seeds=(0, 1, 2), dry_run=True)
+  commands = out.strip().splitlines()
+  assert not_done == 0 and len(commands) == 9
+  expected = [(v, s) for v in ('gap', 'fc', 'fc_dropout') for s in (0, 1, 2)]
+  for command, (variant, seed) in zip(commands, expected):
+    assert f'--workdir={tmp_path / f"{variant}_seed{seed}"}' in command
+    assert command.endswith(f'--config.seed={seed}')
+    assert ("--config.model.head=gap" in command) == (variant == 'gap')
+    assert ('--config.model.fc_dropout=0.5' in command) == (variant == 'fc_dropout')
+  with pytest.raises(sweeps.SweepError, match='repeats a seed'):
+    ablation_main(tmp_path, fc_dropout=0.5, seeds=(0, 0), dry_run=True)
+
+
+def test_report_gives_mean_and_std_over_seeds(tmp_path):
+  """The summary row of a variant is the mean and sample std of its seeds' runs."""
+  config = sweeps.apply_overrides(make_tiny_config(), {})
+  test_acc = {'gap': (0.90, 0.92), 'fc': (0.88, 0.85), 'fc_dropout': (0.89, 0.89)}
+  train_acc = {'gap': (0.95, 0.96), 'fc': (0.99, 0.98), 'fc_dropout': (0.97, 0.96)}
+  for trial in ablation.make_trials(config, 'config.py', str(tmp_path), 'train.py',
+                                    seeds=(3, 4)):
+    variant, seed = trial.name.rsplit('_seed', 1)
+    i = int(seed) - 3
+    run = tmp_path / trial.name
+    run.mkdir()
+    (run / sweeps.OVERRIDES_FILE).write_text(json.dumps(
+        {'index': trial.index, 'overrides': trial.overrides, 'base_overrides': []}))
+    (run / 'config.json').write_text(
+        sweeps.apply_overrides(config, trial.overrides).to_json_best_effort())
+    (run / 'metrics.jsonl').write_text(json.dumps(
+        {'step': 16, 'epoch': 2.0, 'train/accuracy': train_acc[variant][i]}) + '\n')
+    (run / 'final_metrics.json').write_text(json.dumps(
+        {'step': 16, 'test/accuracy': test_acc[variant][i], 'test/loss': 0.3}))
+
+  paths = ablation.write_report(str(tmp_path))
+  with open(paths['csv']) as f:
+    rows = {r['variant']: r for r in csv.DictReader(f)}
+  fc = rows['mlpconv + FC']
+  assert fc['seeds'] == '2/2' and fc['status'] == 'done'
+  assert float(fc['test error %']) == 13.5             # mean of 12 and 15
+  assert float(fc['test error std']) == 2.12           # sample std: 3 / sqrt(2)
+  assert float(fc['train-test gap (pp)']) == 12.0      # mean of 11 and 13
+  assert float(fc['gap std']) == 1.41
+  assert rows['mlpconv + FC + dropout']['test error std'] == '0.0'
+  assert int(rows['mlpconv + GAP']['head params']) == 0
+  assert int(fc['head params']) == 7 * 7 * 10 * 10 + 10
+  md = open(paths['md']).read()
+  assert '| mlpconv + FC | 2/2 | 13.50 ± 2.12 | 12.00 ± 1.41 |' in md
+  with open(paths['trials_csv']) as f:
+    assert len(list(csv.DictReader(f))) == 6
+  assert os.path.getsize(paths['errors_png']) > 10_000
