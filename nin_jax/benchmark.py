@@ -21,7 +21,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from nin_jax import input_pipeline, models, presets, sharding
+from nin_jax import input_pipeline, models, presets, profiling, sharding
 from nin_jax import steps as train_steps  # `steps` is a step count here
 
 
@@ -31,8 +31,14 @@ def _input_shape_and_classes(config) -> tuple[tuple[int, int, int], int]:
 
 
 def train_step_throughput(config: ml_collections.ConfigDict, *, steps: int = 10,
-                          warmup: int = 2) -> dict:
-  """Times `steps` train steps of config's model at config.optim.batch_size."""
+                          warmup: int = 2, profile_steps: tuple[int, int] | None = None,
+                          profile_dir: str = '') -> dict:
+  """Times `steps` train steps of config's model at config.optim.batch_size.
+
+  profile_steps (A, B): steps A..B-1 after compilation (warmup steps first) are
+  traced into profile_dir; traced steps run slower, so keep them in the warmup
+  or read the trace, not the timing.
+  """
   dp = sharding.DataParallel.create()
   batch = config.optim.batch_size
   dp.check_batch_size(batch)
@@ -54,15 +60,16 @@ def train_step_throughput(config: ml_collections.ConfigDict, *, steps: int = 10,
   t0 = time.perf_counter()
   compiled = step_fn.lower(state, sums, device_batch).compile()
   compile_s = time.perf_counter() - t0
-  for _ in range(warmup):
-    state, sums = compiled(state, sums, device_batch)
-  jax.block_until_ready(state)
+  profiler = profiling.StepProfiler(profile_dir, profile_steps)
   times = []
-  for _ in range(steps):
+  for i in range(warmup + steps):
     t0 = time.perf_counter()
-    state, sums = compiled(state, sums, device_batch)
-    jax.block_until_ready(state)
-    times.append(time.perf_counter() - t0)
+    with profiler.step(i):
+      state, sums = compiled(state, sums, device_batch)
+      jax.block_until_ready(state)
+    if i >= warmup:
+      times.append(time.perf_counter() - t0)
+  profiler.close()
   step_s = statistics.median(times)
   flops_per_image = models.train_flops_per_example(
       presets.get_preset(config.model.preset), input_shape, head=config.model.head,
@@ -103,14 +110,16 @@ def input_pipeline_throughput(config: ml_collections.ConfigDict, *,
 def compare(config: ml_collections.ConfigDict, *, steps: int = 10, warmup: int = 2,
             peak_tflops: float = 0.0, compare_torch: bool = False,
             torch_threads: int = 0, torch_device: str = 'cpu',
-            torch_compile: bool = False) -> dict:
+            torch_compile: bool = False, profile_steps: tuple[int, int] | None = None,
+            profile_dir: str = '') -> dict:
   """The harness: JAX step, input pipeline, MFU and (optionally) the PyTorch peer."""
   m = config.model
   if compare_torch and (m.width_multiplier != 1.0 or m.head != 'gap' or m.batch_norm
                         or m.preset not in ('cifar10', 'cifar10_caffe', 'imagenet')):
     raise ValueError('the PyTorch peer is the paper network (cifar10 or imagenet preset, '
                      'GAP head, no batch norm, width 1): compare only that')
-  result = train_step_throughput(config, steps=steps, warmup=warmup)
+  result = train_step_throughput(config, steps=steps, warmup=warmup,
+                                 profile_steps=profile_steps, profile_dir=profile_dir)
   result['input_images_per_s'] = input_pipeline_throughput(config)
   if peak_tflops:
     result['peak_tflops'] = peak_tflops

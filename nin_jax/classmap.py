@@ -8,76 +8,18 @@ for a few test images, the image and the maps of its top-k predicted classes.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
-from flax import nnx
 
-from nin_jax import checkpoint, datasets, input_pipeline, steps
+from nin_jax import datasets, predict
 
-CLASS_NAMES = {
-    'fashion_mnist': ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal',
-                      'Shirt', 'Sneaker', 'Bag', 'Ankle boot'),
-    'mnist': tuple(str(i) for i in range(10)),
-    'cifar10': ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse',
-                'ship', 'truck'),
-    'svhn_cropped': tuple(str(i) for i in range(10)),
-}
-
-
-def class_names(dataset: str, num_classes: int) -> tuple[str, ...]:
-  return CLASS_NAMES.get(dataset, tuple(f'class {i}' for i in range(num_classes)))
-
-
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'{path} not found: is {workdir} the workdir of a run?')
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
-
-
-def _like(template, restored, path=()):
-  """`restored` rearranged as `template`'s nested dict.
-
-  Orbax gives back dict keys as strings ('0'), while the model's pure dicts key
-  list entries by int (0); match each template key by itself or its str().
-  """
-  if isinstance(template, dict):
-    out = {}
-    for k, v in template.items():
-      key = k if k in restored else str(k)
-      if key not in restored:
-        raise checkpoint.CheckpointError(
-            f'checkpoint has no {"/".join(map(str, path + (k,)))}: it was saved by a '
-            'different model than config.json describes')
-      out[k] = _like(v, restored[key], path + (k,))
-    return out
-  if tuple(np.shape(restored)) != tuple(np.shape(template)):
-    raise checkpoint.CheckpointError(
-        f'checkpoint {"/".join(map(str, path))} has shape {np.shape(restored)}, '
-        f'the model {np.shape(template)}')
-  return jnp.asarray(restored)
-
-
-def load_model(workdir: str, step: int | None = None):
-  """(model, config, step): the run's NIN with the checkpoint's weights, in eval use."""
-  config = load_config(workdir)
-  info = datasets.DATASETS[config.dataset.name]
-  model = steps.build_model(config.model, info.num_classes, info.image_shape,
-                            seed=config.seed)
-  restored = checkpoint.load_for_inspection(workdir, step)
-  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  params_dict = _like(nnx.to_pure_dict(params), restored['params'])
-  rest_dict = _like(nnx.to_pure_dict(rest), restored['batch_stats'])
-  nnx.replace_by_pure_dict(params, params_dict)
-  nnx.replace_by_pure_dict(rest, rest_dict)
-  return nnx.merge(graphdef, params, rest), config, int(restored['step'])
+# The run's loader and names live in predict.py; kept here under their old names.
+CLASS_NAMES, class_names = predict.CLASS_NAMES, predict.class_names
+load_config, load_model = predict.load_config, predict.load_model
 
 
 def compute(model, images: np.ndarray, top_k: int = 3) -> dict[str, np.ndarray]:
@@ -127,22 +69,21 @@ def render(display_images: np.ndarray, labels: np.ndarray, result: dict, names: 
   return png_path
 
 
-def load_test_images(config, indices: Sequence[int]):
+def load_test_images(predictor: predict.Predictor, indices: Sequence[int]):
   """(model input, displayable image in [0,1], label) of test images by index.
 
-  The model input is preprocessed as in training (statistics fitted on the
-  run's training images), so the whole test split is loaded, not the subset.
+  The model input is preprocessed with the statistics the run saved
+  (predict.py), so only these test images are read: nothing is refitted.
   """
-  dataset = ml_collections.ConfigDict(config.dataset.to_dict())
-  dataset.test_subset = 0
-  data = input_pipeline.load(dataset)
+  dataset = predictor.config.dataset
   raw, labels = datasets.load_arrays(
       dataset.name, 'test', source=dataset.source, data_dir=dataset.data_dir or None,
       idx_dir=dataset.idx_dir or None)
   indices = np.asarray(indices)
   if indices.size and (indices.min() < 0 or indices.max() >= len(labels)):
     raise ValueError(f'image indices must be in [0, {len(labels)})')
-  return (data.test_images[indices], raw[indices].astype(np.float32) / 255.0,
+  raw = np.asarray(raw)[indices]
+  return (predictor.preprocess(raw), raw.astype(np.float32) / 255.0,
           np.asarray(labels)[indices])
 
 
@@ -153,11 +94,12 @@ def make_figure(workdir: str, png_path: str | None = None, *, indices: Sequence[
   Returns (png path, compute()'s result plus 'indices' and 'labels').
   """
   workdir = os.path.abspath(workdir)
-  model, config, step = load_model(workdir, step)
-  names = class_names(config.dataset.name, model.spec.num_classes)
+  predictor = predict.load(workdir, step)
+  model, config, step = predictor.model, predictor.config, predictor.step
+  names = predictor.class_names
   if not 1 <= top_k <= len(names):
     raise ValueError(f'top_k must be in [1, {len(names)}], got {top_k}')
-  inputs, display, labels = load_test_images(config, indices)
+  inputs, display, labels = load_test_images(predictor, indices)
   result = compute(model, inputs, top_k)
   result.update(indices=np.asarray(indices), labels=labels)
   png_path = png_path or os.path.join(workdir, 'class_maps.png')

@@ -3,7 +3,8 @@
     python experiments/cifar10.py --workdir=/tmp/nin --config.optim.learning_rate=0.05
 
 `--config` names a config file (the script's own by default); any field can be
-overridden with `--config.a.b=value`. Rerunning with the same --workdir resumes.
+overridden with `--config.a.b=value`; `--print_config` lists every field with
+its value and meaning, then exits. Rerunning with the same --workdir resumes.
 User errors (a bad value, a missing dataset, unreadable checkpoints) end with a
 one-paragraph message and exit status 2, not a traceback.
 """
@@ -19,6 +20,12 @@ from ml_collections import config_flags
 
 from nin_jax import checkpoint, config_file, datasets, sharding
 
+# Quiet start: TensorFlow's and XLA's C++ INFO lines ("oneDNN custom operations
+# are on", "All log messages before absl::InitializeLog()...") are hidden;
+# their warnings and errors still show. Set before TF or jaxlib log anything.
+if not os.environ.get('TF_CPP_MIN_LOG_LEVEL'):
+  os.environ['TF_CPP_MIN_LOG_LEVEL'] = '1'
+
 FLAGS = flags.FLAGS
 
 # Errors that mean "the input is wrong": shown as a message, not a traceback.
@@ -28,8 +35,14 @@ USER_ERRORS = (ValueError, datasets.DatasetError, checkpoint.CheckpointError,
 
 def _define_flags(default_config: str) -> None:
   config_flags.DEFINE_config_file(
-      'config', default_config, 'Experiment config file (a get_config() module).',
+      'config', default_config,
+      'Experiment config file (a get_config() module). Override any of its fields '
+      'with --config.<field>=<value> (e.g. --config.optim.learning_rate=0.05); '
+      '--print_config lists every field, its value and what it means.',
       lock_config=True)
+  flags.DEFINE_bool('print_config', False,
+                    'Print the resolved config (after --config.* overrides), each '
+                    'field with its comment from nin_jax/config.py, and exit.')
   flags.DEFINE_string('workdir', None,
                       'Checkpoints, logs and plots go here; rerun with the same '
                       'workdir to resume. Default: workdirs/<config name>.')
@@ -45,9 +58,16 @@ def _define_flags(default_config: str) -> None:
                     'Resume even though the config changes what a step means '
                     '(batch size, data, model...); the change is recorded in '
                     'the workdir\'s launches.jsonl.')
+  flags.DEFINE_string('profile_steps', '',
+                      'A:B traces steps A to B-1 with jax.profiler into <workdir>/profile '
+                      '(open with `tensorboard --logdir <workdir>/profile`).')
   flags.DEFINE_integer('heartbeat_timeout_s', 0,
                        'Multi-process: seconds after which a dead peer stops the '
                        'others (0 = JAX default).')
+  # `--help` lists the main module's key flags: make these the script's own.
+  for name in ('config', 'print_config', 'workdir', 'profile_steps', 'allow_config_change',
+               'coordinator_address', 'num_processes', 'process_id', 'compilation_cache_dir', 'heartbeat_timeout_s'):
+    FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
 
 
 def run(default_config: str) -> None:
@@ -78,12 +98,17 @@ def run(default_config: str) -> None:
 def _main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  config = _loaded_config()
+  if FLAGS.print_config:
+    from nin_jax import config_doc
+    print(config_doc.format_config(
+        config, config_flags.get_config_filename(FLAGS['config'])))
+    return
   # Imported here so `--help` stays fast and TF/JAX start after flag parsing.
   from nin_jax import train
   if not FLAGS['verbosity'].present:
     # Orbax and TF log every save at INFO; the progress line is what matters.
     logging.set_verbosity(logging.WARNING)
-  config = _loaded_config()
   if FLAGS.compilation_cache_dir and not os.environ.get('JAX_COMPILATION_CACHE_DIR'):
     import jax
     jax.config.update('jax_compilation_cache_dir',
@@ -94,8 +119,10 @@ def _main(argv):
     sharding.maybe_initialize_distributed(
         FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
         FLAGS.heartbeat_timeout_s)
-    result = train.train_and_evaluate(config, workdir,
-                                      allow_config_change=FLAGS.allow_config_change)
+    from nin_jax import profiling
+    result = train.train_and_evaluate(
+        config, workdir, profile_steps=profiling.parse_steps(FLAGS.profile_steps),
+        allow_config_change=FLAGS.allow_config_change)
   except KeyboardInterrupt:  # Ctrl-C outside the train loop (which saves first).
     print('interrupted; rerun the same command to resume from the last checkpoint',
           file=sys.stderr, flush=True)

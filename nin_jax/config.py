@@ -17,65 +17,80 @@ import ml_collections
 from nin_jax import datasets, input_pipeline, models, optim, presets
 
 DTYPES = ('float32', 'bfloat16')
+IMAGENET_MEANS = ('pixel', 'image')
 
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.seed = 0
+  c.seed = 0                    # data order, init, dropout and augmentation all derive from it
 
   c.dataset = ml_collections.ConfigDict(dict(
-      name='cifar10',
+      name='cifar10',           # cifar10 | cifar100 | svhn | mnist | fashion_mnist | imagenet2012
       source='tfds',            # 'tfds', or 'idx' for local MNIST-format files
       data_dir='',              # TFDS data_dir ('' = TFDS default)
       idx_dir='',               # IDX files ('' = Debian's Fashion-MNIST, for fashion_mnist only)
-      preprocessing='standardize',  # standardize | gcn_zca | lcn | none
-      gcn_scale=55.0,
-      zca_filter_bias=0.1,
+      # standardize | gcn_zca | gcn_lcn (SVHN as pylearn2) | lcn | mean_image | none
+      preprocessing='standardize',
+      gcn_scale=55.0,           # GCN: each image's L2 norm after normalisation
+      zca_filter_bias=0.1,      # ZCA: added to the covariance's eigenvalues
       cache_dir='',             # where fitted ZCA lives ('' = ~/.cache/nin_jax)
       image_size=224,           # ImageNet crop (224, or 227 as in Caffe)
+      imagenet_mean='pixel',    # ImageNet: 'image' (zoo mean_file, computed once, cached) or 'pixel'
+      train_extra=False,        # also train on the 'extra' split (SVHN)
+      validation_per_class_train=0,  # held out of 'train' per class for validation metrics
+      validation_per_class_extra=0,  # held out of 'extra' per class (with train_extra)
       on_device=False,          # hold the train split on device; gather in the step
       train_subset=0,           # >0: use this many training images (quick runs)
-      test_subset=0,
+      test_subset=0,            # >0: evaluate on this many test images
   ))
   c.augment = ml_collections.ConfigDict(dict(
       translate=0,              # max random shift in pixels (zero padding)
       flip=False,               # random horizontal flips (off for digits)
   ))
   c.model = ml_collections.ConfigDict(dict(
-      preset='cifar10',
+      preset='cifar10',         # the paper's network (nin_jax/presets.py)
       width_multiplier=1.0,     # scales every layer's width; 1.0 = the paper
       head='gap',               # 'gap' (the paper) or 'fc' (the ablation)
       fc_hidden=(),             # hidden widths of the FC head
       fc_dropout=0.0,           # dropout on the FC head's inputs
       dropout_rate=0.5,         # between mlpconv blocks, where the preset puts it
-      batch_norm=False,
+      # 'inverted' (Caffe: survivors ×1/(1-p) in training) or 'cuda_convnet'
+      # (the authors' CIFAR/SVHN/MNIST runs: no rescale in training, ×(1-p) at test).
+      dropout_form='inverted',
+      batch_norm=False,         # after every convolution (not in the paper)
       init='paper',             # 'paper' (Gaussian stds of the preset) or 'he'
       dtype='float32',          # compute dtype; params stay float32
       conv_impl='auto',         # auto | conv | matmul | patches (see models.py)
   ))
   c.optim = ml_collections.ConfigDict(dict(
       batch_size=128,           # global, across all devices and hosts
-      learning_rate=0.1,
+      learning_rate=0.1,        # weights' base rate (biases: × bias_lr_mult)
       reference_batch_size=0,   # >0: lr scales by batch_size / this
-      momentum=0.9,
-      nesterov=False,
+      momentum=0.9,             # applied as in Caffe's SGD
+      nesterov=False,           # Nesterov momentum instead of heavy ball
       weight_decay=1e-4,        # L2 on weights only
-      bias_lr_mult=2.0,
-      last_layer_lr_mult=0.1,
+      bias_lr_mult=2.0,         # biases learn this many times faster
+      last_layer_lr_mult=0.1,   # the class-map layer's rate multiplier
+      # <0: last_layer_lr_mult × bias_lr_mult (cuda-convnet: 0.2); the Caffe zoo
+      # CIFAR-10 solver sets the logits layer's bias alone (blobs_lr 0.1).
+      last_layer_bias_lr_mult=-1.0,
       schedule='step',          # step | cosine | constant
-      decay_epochs=(200.0, 230.0),
-      decay_factor=0.1,
-      warmup_epochs=0.0,
-      label_smoothing=0.0,
+      decay_epochs=(200.0, 230.0),  # 'step': epochs at which lr × decay_factor
+      decay_factor=0.1,         # 'step': the multiplier at each decay epoch
+      # Rates a step decay divides: 'all' (Caffe) or 'weights' (the cuda-convnet
+      # README: "change all the epsW to one tenth"; biases keep their rate).
+      decay_scope='all',
+      warmup_epochs=0.0,        # linear warmup (any schedule)
+      label_smoothing=0.0,      # 0 = plain cross-entropy
   ))
-  c.num_epochs = 260.0
+  c.num_epochs = 260.0          # training length (fractions allowed)
   c.max_steps = 0               # >0: stop after this many steps (smoke runs)
   c.eval_batch_size = 0         # 0: same as optim.batch_size
-  c.eval_every_epochs = 1.0
-  c.log_every_steps = 50
-  c.checkpoint_every_steps = 1000
-  c.keep_checkpoints = 3
-  c.write_plots = True
+  c.eval_every_epochs = 1.0     # test-set evaluation interval
+  c.log_every_steps = 50        # progress line, TensorBoard and metrics.jsonl interval
+  c.checkpoint_every_steps = 1000  # also at the end and on SIGTERM
+  c.keep_checkpoints = 3        # newest checkpoints kept on disk
+  c.write_plots = True          # curves.png at the end of training
   # TEST-ONLY fault injection, used by tests/test_reliability.py to reproduce
   # crashes and numerical faults at exact points. Experiment configs never set
   # these; the defaults change nothing about a run.
@@ -103,7 +118,8 @@ RESUME_SAFE_FIELDS = (
     'dataset.on_device', 'model.conv_impl',
     'optim.learning_rate', 'optim.schedule', 'optim.decay_epochs', 'optim.decay_factor',
     'optim.warmup_epochs', 'optim.momentum', 'optim.nesterov', 'optim.weight_decay',
-    'optim.bias_lr_mult', 'optim.last_layer_lr_mult', 'optim.label_smoothing',
+    'optim.bias_lr_mult', 'optim.last_layer_lr_mult', 'optim.last_layer_bias_lr_mult',
+    'optim.decay_scope', 'optim.label_smoothing',
 )
 
 
@@ -137,6 +153,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
         f'{d.name} is streamed; only in-memory datasets can live on the device')
   check(d.preprocessing in input_pipeline.PREPROCESSINGS, 'dataset.preprocessing',
         f'choose one of {input_pipeline.PREPROCESSINGS}')
+  check(d.imagenet_mean in IMAGENET_MEANS, 'dataset.imagenet_mean',
+        f'choose one of {IMAGENET_MEANS}')
+  check(not d.train_extra or 'extra' in datasets.DATASETS[d.name].splits,
+        'dataset.train_extra', f'{d.name} has no extra split')
+  check(d.validation_per_class_train >= 0 and d.validation_per_class_extra >= 0,
+        'dataset.validation_per_class_train', 'must be >= 0')
+  check(d.train_extra or not d.validation_per_class_extra,
+        'dataset.validation_per_class_extra', 'needs dataset.train_extra')
   check(d.train_subset >= 0 and d.test_subset >= 0, 'dataset.train_subset',
         'subset sizes must be >= 0')
   check(config.augment.translate >= 0, 'augment.translate', 'must be >= 0 pixels')
@@ -149,6 +173,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   check(m.conv_impl in models.CONV_IMPLS, 'model.conv_impl',
         f'choose one of {models.CONV_IMPLS}')
   check(0.0 <= m.dropout_rate < 1.0, 'model.dropout_rate', 'must be in [0, 1)')
+  check(m.dropout_form in models.DROPOUT_FORMS, 'model.dropout_form',
+        f'choose one of {models.DROPOUT_FORMS}')
   check(0.0 <= m.fc_dropout < 1.0, 'model.fc_dropout', 'must be in [0, 1)')
   check(all(int(w) > 0 for w in m.fc_hidden), 'model.fc_hidden',
         'hidden widths must be positive')
@@ -163,6 +189,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
         f'choose one of {optim.SCHEDULES}')
   check(list(o.decay_epochs) == sorted(o.decay_epochs), 'optim.decay_epochs',
         'must be increasing')
+  check(o.decay_scope in optim.DECAY_SCOPES, 'optim.decay_scope',
+        f'choose one of {optim.DECAY_SCOPES}')
+  check(o.decay_scope == 'all' or o.schedule == 'step', 'optim.decay_scope',
+        "'weights' applies to the step schedule only")
   check(0.0 < o.decay_factor <= 1.0, 'optim.decay_factor', 'must be in (0, 1]')
   check(o.warmup_epochs >= 0, 'optim.warmup_epochs', 'must be >= 0')
   check(0.0 <= o.label_smoothing < 1.0, 'optim.label_smoothing', 'must be in [0, 1)')

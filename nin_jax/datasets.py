@@ -56,9 +56,11 @@ DATASETS: dict[str, DatasetInfo] = {
     'cifar100': DatasetInfo(
         tfds_name='cifar100', image_shape=(32, 32, 3), num_classes=100,
         splits=dict(_TRAIN_TEST), num_examples={'train': 50000, 'test': 10000}),
+    # 'extra': the 531,131 easier digits the paper trained on beside 'train'.
     'svhn_cropped': DatasetInfo(
         tfds_name='svhn_cropped', image_shape=(32, 32, 3), num_classes=10,
-        splits=dict(_TRAIN_TEST), num_examples={'train': 73257, 'test': 26032}),
+        splits={'train': 'train', 'test': 'test', 'extra': 'extra'},
+        num_examples={'train': 73257, 'test': 26032, 'extra': 531131}),
     'mnist': DatasetInfo(
         tfds_name='mnist', image_shape=(28, 28, 1), num_classes=10,
         splits=dict(_TRAIN_TEST), num_examples={'train': 60000, 'test': 10000}),
@@ -120,7 +122,7 @@ def load_arrays(
 
   Args:
     name: a key of :data:`DATASETS`.
-    split: 'train' or 'test'.
+    split: 'train', 'test', or 'extra' (SVHN).
     source: 'tfds' (a prepared TFDS directory; never downloads) or 'idx'
       (original IDX files; only for 'mnist' and 'fashion_mnist').
     data_dir: TFDS data directory (None: TFDS's default).

@@ -1,8 +1,11 @@
 """ImageNet (ILSVRC-2012) streamed with tf.data, as the Caffe model zoo NIN saw it.
 
-Training: decode, resize to 256×256 (Caffe's warp, aspect ratio not kept),
-random 224×224 crop (or 227), random mirror, subtract the per-channel mean.
-Evaluation: the same resize and a centre crop.
+Training: decode, resize to 256×256 (Caffe's warp, aspect ratio not kept: an
+assumption, the zoo's convert_imageset flags are not published), subtract the
+mean, random 224×224 crop (or 227), random mirror. Evaluation: the same resize
+and mean, then a centre crop. The mean is the zoo's per-pixel mean IMAGE of
+the warped training set (`mean` = nin_jax.mean_image.imagenet_mean_image) or
+Caffe's mean pixel (MEAN_RGB, the default here).
 
 Each process reads only its own part of each split
 (`tfds.split_for_jax_process`), so a pod's hosts never decode the same image.
@@ -39,22 +42,37 @@ def _tf():
   return datasets._import_tf()  # pylint: disable=protected-access
 
 
-def preprocess_train(image, seed, crop: int):
-  """uint8 HWC → float32 crop×crop×3: warp to 256², random crop, mirror, −mean."""
+def _warp_minus_mean(image, mean):
+  """Warp to 256² and subtract the mean: a pixel (3,) or an image (256, 256, 3).
+
+  Before the crop, so each crop sees the mean image at its own pixels, as
+  Caffe's data transformer does."""
   tf = _tf()
   image = tf.image.resize(tf.cast(image, tf.float32), (RESIZE, RESIZE))
+  return image - tf.constant(mean, tf.float32)
+
+
+def preprocess_train(image, seed, crop: int, mean=MEAN_RGB):
+  """uint8 HWC → float32 crop×crop×3: warp to 256², −mean, random crop, mirror."""
+  tf = _tf()
+  image = _warp_minus_mean(image, mean)
   image = tf.image.stateless_random_crop(image, (crop, crop, 3), seed=seed)
-  image = tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
-  return image - tf.constant(MEAN_RGB, tf.float32)
+  return tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
 
 
-def preprocess_eval(image, crop: int):
-  """uint8 HWC → float32: warp to 256², centre crop, −mean."""
-  tf = _tf()
-  image = tf.image.resize(tf.cast(image, tf.float32), (RESIZE, RESIZE))
+def preprocess_eval(image, crop: int, mean=MEAN_RGB):
+  """uint8 HWC → float32: warp to 256², −mean, centre crop."""
+  image = _warp_minus_mean(image, mean)
   offset = (RESIZE - crop) // 2
-  image = image[offset:offset + crop, offset:offset + crop, :]
-  return image - tf.constant(MEAN_RGB, tf.float32)
+  return image[offset:offset + crop, offset:offset + crop, :]
+
+
+def normalize(images: np.ndarray, fitted: dict[str, np.ndarray]) -> np.ndarray:
+  """Cropped uint8 RGB images → the model's input: [0, 255] pixels minus the mean.
+
+  fitted['mean'] is a mean pixel (3,) or a mean image cropped like the images.
+  """
+  return np.asarray(images, np.float32) - np.asarray(fitted['mean'], np.float32)
 
 
 @dataclasses.dataclass
@@ -64,6 +82,7 @@ class ImageNetData:
   crop: int = 224
   shuffle_buffer: int = 16_384
   num_classes: int = NUM_CLASSES
+  mean: tuple | np.ndarray = MEAN_RGB  # a pixel (3,) or a mean image (256, 256, 3)
 
   def __post_init__(self):
     import tensorflow_datasets as tfds
@@ -96,6 +115,18 @@ class ImageNetData:
   def image_shape(self) -> tuple[int, int, int]:
     return (self.crop, self.crop, 3)
 
+  @property
+  def preprocessing(self) -> dict[str, np.ndarray]:
+    """The statistics `normalize` needs (input_pipeline.fit_preprocessing's counterpart).
+
+    A mean image is cropped as evaluation crops the images (the centre).
+    """
+    mean = np.asarray(self.mean, np.float32)
+    if mean.ndim == 3:
+      offset = (RESIZE - self.crop) // 2
+      mean = mean[offset:offset + self.crop, offset:offset + self.crop]
+    return {'mean': mean}
+
   def _read(self, split: str, *, shuffle_seed: int | None):
     tfds = self._tfds
     read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed,
@@ -114,12 +145,13 @@ class ImageNetData:
     ds = self._read('train', shuffle_seed=process_seed).repeat()
     ds = ds.shuffle(self.shuffle_buffer, seed=process_seed, reshuffle_each_iteration=True)
     ds = ds.enumerate().skip(start_step * local)  # Before decoding: cheap.
-    crop = self.crop
+    crop, mean = self.crop, self.mean
 
     def prepare(index, example):
       image, label = example
       key = tf.stack([tf.cast(process_seed, tf.int64), index])
-      return {'image': preprocess_train(image, key, crop), 'label': tf.cast(label, tf.int32)}
+      return {'image': preprocess_train(image, key, crop, mean),
+              'label': tf.cast(label, tf.int32)}
 
     ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
@@ -135,9 +167,9 @@ class ImageNetData:
     local = global_batch_size // jax.process_count()
     per_process = -(-self.num_test // jax.process_count())
     num_batches = -(-per_process // local)
-    crop = self.crop
+    crop, mean = self.crop, self.mean
     ds = self._read('validation', shuffle_seed=None).map(
-        lambda image, label: {'image': preprocess_eval(image, crop),
+        lambda image, label: {'image': preprocess_eval(image, crop, mean),
                               'label': tf.cast(label, tf.int32),
                               'mask': tf.constant(1.0)},
         num_parallel_calls=tf.data.AUTOTUNE)

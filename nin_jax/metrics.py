@@ -6,6 +6,7 @@ the train loop never asks which process it is.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -40,9 +41,38 @@ class MetricWriter:
         _tf().summary.scalar(name, value)
     self._tb.flush()
 
+  def write_hparams(self, config, trial_id: str = '') -> None:
+    """The config's flattened fields as TensorBoard hparams (the HParams view).
+
+    The view pairs them with the run's scalars (test/accuracy, train/loss...),
+    whose last values are the final metrics, so a sweep's trials compare there.
+    """
+    if not self.enabled:
+      return
+    from tensorboard.plugins.hparams import api as hp
+    with self._tb.as_default(step=0):
+      hp.hparams(flatten_hparams(config), trial_id=trial_id or None)
+    self._tb.flush()
+
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
+
+
+def flatten_hparams(config) -> dict[str, bool | int | float | str]:
+  """{'optim.learning_rate': 0.1, 'model.fc_hidden': '(256,)', ...}: HParams' value types."""
+  out = {}
+
+  def walk(node, prefix):
+    for key, value in node.items():
+      if hasattr(value, 'items'):
+        walk(value, f'{prefix}{key}.')
+      elif isinstance(value, (bool, int, float, str)):
+        out[f'{prefix}{key}'] = value
+      else:
+        out[f'{prefix}{key}'] = str(tuple(value) if isinstance(value, list) else value)
+  walk(config, '')
+  return out
 
 
 def _tf():
@@ -80,8 +110,9 @@ def format_duration(seconds: float) -> str:
 class Progress:
   """The console line: step, epoch, loss, accuracy, img/s, ETA.
 
-  Throughput counts only the steps since the last report, so a resumed run and
-  the first step's compile do not distort it.
+  Throughput counts only the steps since the last report, so a resumed run
+  does not distort it, and time spent inside `paused()` (evals, checkpoint
+  saves) is left out: img/s is the training speed.
   """
 
   def __init__(self, total_steps: int, steps_per_epoch: int, global_batch: int,
@@ -91,6 +122,15 @@ class Progress:
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
     self._stream = stream
     self._last_step, self._last_time = start_step, time.time()
+
+  @contextlib.contextmanager
+  def paused(self):
+    """Time spent in this block does not count against training throughput."""
+    start = time.time()
+    try:
+      yield
+    finally:
+      self._last_time += time.time() - start
 
   def report(self, step: int, scalars: dict[str, float]) -> float:
     """Prints the line for `step` (steps done) and returns images/s since the last."""
@@ -122,13 +162,14 @@ def plot_curves(workdir: str, png_path: str | None = None) -> str:
     return steps, np.array([by_step[s] for s in steps])
 
   fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
-  for name, ax in (('train/loss', ax_loss), ('test/loss', ax_loss),
-                   ('train/accuracy', ax_acc), ('test/accuracy', ax_acc)):
+  for name, ax in (('train/loss', ax_loss), ('test/loss', ax_loss), ('val/loss', ax_loss),
+                   ('train/accuracy', ax_acc), ('test/accuracy', ax_acc),
+                   ('val/accuracy', ax_acc)):
     steps, values = series(name)
     epoch_steps = series('epoch')
     if len(steps):
       x = np.interp(steps, *epoch_steps) if len(epoch_steps[0]) else steps
-      ax.plot(x, values, marker='o' if name.startswith('test') else None,
+      ax.plot(x, values, marker=None if name.startswith('train') else 'o',
               markersize=3, label=name)
   for ax, ylabel in ((ax_loss, 'cross-entropy'), (ax_acc, 'top-1 accuracy')):
     ax.set_xlabel('epoch')

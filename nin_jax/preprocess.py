@@ -3,8 +3,9 @@
 * CIFAR-10/100: global contrast normalisation + ZCA whitening (:func:`gcn_zca`),
   the pylearn2 pipeline ``GlobalContrastNormalization(scale=55.)`` then
   ``ZCA(filter_bias=.1)`` fitted on the training split.
-* SVHN: local contrast normalisation (:func:`local_contrast_normalize`), the
-  pylearn2 ``LeCunLCN`` (7x7 Gaussian window, sigma 2).
+* SVHN: GCN (scale 1) then local contrast normalisation (:func:`gcn_lcn`,
+  :func:`local_contrast_normalize`), pylearn2's ``LeCunLCN`` (7x7 Gaussian
+  window, sigma 2).
 * Plain per-channel standardisation (:func:`channel_stats`,
   :func:`standardize`) for baselines and MNIST-like data.
 
@@ -26,7 +27,7 @@ import numpy as np
 import scipy.ndimage
 
 __all__ = [
-    'ZCA', 'apply_zca', 'channel_stats', 'fit_zca', 'gcn_zca',
+    'ZCA', 'apply_zca', 'channel_stats', 'fit_gcn_zca', 'fit_zca', 'gcn_lcn', 'gcn_zca',
     'global_contrast_normalize', 'local_contrast_normalize', 'standardize',
 ]
 
@@ -263,6 +264,36 @@ def _save_zca_cache(path: str, zca: ZCA, fingerprint: str) -> None:
     raise
 
 
+def fit_gcn_zca(
+    train_uint8: np.ndarray,
+    *,
+    cache_dir: str | os.PathLike[str] | None,
+    cache_key: str,
+    scale: float = 55.0,
+    filter_bias: float = 0.1,
+) -> ZCA:
+  """The ZCA fitted on the GCN'd training split (cached on disk, see :func:`gcn_zca`)."""
+  train_uint8 = np.asarray(train_uint8)
+  dim = int(np.prod(train_uint8.shape[1:]))
+  path = fingerprint = None
+  if cache_dir is not None:
+    path = zca_cache_path(cache_dir, cache_key, scale, filter_bias, dim)
+    fingerprint = _fingerprint(train_uint8)
+    if os.path.exists(path):
+      zca = _load_zca_cache(path, dim, fingerprint)
+      if zca is not None:
+        logging.info('Loaded ZCA (D=%d) from cache %s', dim, path)
+        return zca
+  train = global_contrast_normalize(train_uint8, scale=scale)
+  logging.info('Fitting ZCA (D=%d, filter_bias=%g) on %d GCN\'d training '
+               'images', dim, filter_bias, train.shape[0])
+  zca = fit_zca(train.reshape(train.shape[0], -1), filter_bias=filter_bias)
+  if path is not None:
+    _save_zca_cache(path, zca, fingerprint)
+    logging.info('Wrote ZCA cache %s', path)
+  return zca
+
+
 def gcn_zca(
     train_uint8: np.ndarray,
     test_uint8: np.ndarray,
@@ -288,27 +319,10 @@ def gcn_zca(
   if train_uint8.shape[1:] != test_uint8.shape[1:]:
     raise ValueError(f'train images {train_uint8.shape[1:]} and test images '
                      f'{test_uint8.shape[1:]} differ in shape')
-  dim = int(np.prod(train_uint8.shape[1:]))
-  train = global_contrast_normalize(train_uint8, scale=scale)
-  test = global_contrast_normalize(test_uint8, scale=scale)
-
-  zca = None
-  path = fingerprint = None
-  if cache_dir is not None:
-    path = zca_cache_path(cache_dir, cache_key, scale, filter_bias, dim)
-    fingerprint = _fingerprint(train_uint8)
-    if os.path.exists(path):
-      zca = _load_zca_cache(path, dim, fingerprint)
-      if zca is not None:
-        logging.info('Loaded ZCA (D=%d) from cache %s', dim, path)
-  if zca is None:
-    logging.info('Fitting ZCA (D=%d, filter_bias=%g) on %d GCN\'d training '
-                 'images', dim, filter_bias, train.shape[0])
-    zca = fit_zca(train.reshape(train.shape[0], -1), filter_bias=filter_bias)
-    if path is not None:
-      _save_zca_cache(path, zca, fingerprint)
-      logging.info('Wrote ZCA cache %s', path)
-  return apply_zca(train, zca), apply_zca(test, zca)
+  zca = fit_gcn_zca(train_uint8, cache_dir=cache_dir, cache_key=cache_key,
+                    scale=scale, filter_bias=filter_bias)
+  return tuple(apply_zca(global_contrast_normalize(x, scale=scale), zca)
+               for x in (train_uint8, test_uint8))
 
 
 # ----------------------------------------------------------------------------
@@ -385,3 +399,16 @@ def local_contrast_normalize(
     divisor = np.maximum(np.maximum(s, per_image), eps)
     out[sl] = v / divisor
   return out
+
+
+def gcn_lcn(images: np.ndarray) -> np.ndarray:
+  """SVHN as the Maxout and NIN papers preprocessed it (pylearn2's svhn_preprocessing.py).
+
+  GlobalContrastNormalizationPyTables (scale 1: each image centred and divided
+  by its L2 norm) then LeCunLCN (7×7 Gaussian, σ 2, threshold 1e-4, zero
+  padding without border renormalisation, uncentred variance). Per image, so
+  nothing is fitted. Returns float32.
+  """
+  return local_contrast_normalize(global_contrast_normalize(images, scale=1.0),
+                                  kernel_size=7, sigma=2.0, eps=1e-4,
+                                  pylearn2_compat=True)

@@ -52,7 +52,10 @@ def build_model(model_config, num_classes: int, input_shape, *, seed: int = 0) -
   return models.NIN(
       spec, input_shape=input_shape, head=model_config.head,
       fc_hidden=tuple(model_config.fc_hidden), fc_dropout=model_config.fc_dropout,
-      dropout_rate=model_config.dropout_rate, batch_norm=model_config.batch_norm,
+      dropout_rate=model_config.dropout_rate,
+      # Runs saved before the option existed used inverted dropout.
+      dropout_form=model_config.get('dropout_form', 'inverted'),
+      batch_norm=model_config.batch_norm,
       init=model_config.init, conv_impl=model_config.conv_impl,
       dtype=jnp.dtype(model_config.dtype),
       rngs=nnx.Rngs(params=jax.random.fold_in(jax.random.key(seed), _INIT)))
@@ -64,7 +67,8 @@ def create_train_state(config, num_classes: int, input_shape, steps_per_epoch: i
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   params, rest = nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
   schedule = optim.learning_rate_schedule(config.optim, steps_per_epoch, total_steps)
-  tx = optim.create_optimizer(config.optim, model.param_roles(params), schedule)
+  bias_schedule = optim.bias_learning_rate_schedule(config.optim, steps_per_epoch, total_steps)
+  tx = optim.create_optimizer(config.optim, model.param_roles(params), schedule, bias_schedule)
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
                      batch_stats=rest, opt_state=tx.init(params))
   return state, Task(graphdef, tx, schedule, num_classes, config)

@@ -29,8 +29,8 @@ from flax import nnx
 
 from nin_jax import checkpoint as checkpoint_lib
 from nin_jax import config as config_lib
-from nin_jax import (datasets, event_files, failures, input_pipeline, metrics, run_history,
-                     sharding, steps, workdir_lock)
+from nin_jax import (datasets, event_files, failures, input_pipeline, metrics, predict,
+                     profiling, run_history, sharding, steps, workdir_lock)
 
 
 class Preemption:
@@ -84,9 +84,12 @@ class NonFiniteError(FloatingPointError):
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       profile_steps: tuple[int, int] | None = None,
                        allow_config_change: bool = False) -> dict:
   """Trains and evaluates config's run in workdir, resuming if it holds checkpoints.
 
+  profile_steps: (A, B) traces steps A..B-1 with jax.profiler into
+  workdir/profile (nin_jax/profiling.py).
   Holds the workdir's lock throughout. Resuming with a config that changes
   what a step means is refused unless `allow_config_change`.
   Returns the final metrics (test accuracy etc.) as a dict.
@@ -101,7 +104,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   failures.quiet_library_noise()
   try:
     with workdir_lock.held(workdir):
-      return _train_and_evaluate(config, workdir, allow_config_change)
+      return _train_and_evaluate(config, workdir, profile_steps, allow_config_change)
   except BaseException as e:
     if created and jax.process_index() == 0:  # A run that wrote nothing leaves nothing.
       with contextlib.suppress(OSError):
@@ -111,7 +114,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     raise
 
 
-def _train_and_evaluate(config, workdir: str, allow_config_change: bool) -> dict:
+def _train_and_evaluate(config, workdir: str, profile_steps, allow_config_change: bool) -> dict:
   dp = sharding.DataParallel.create()
   dp.check_batch_size(config.optim.batch_size, 'optim.batch_size')
   eval_batch = config_lib.eval_batch_size(config)
@@ -153,6 +156,11 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool) -> dict
     run_history.record_launch(workdir, config, start_step=start_step, total_steps=total_steps,
                               steps_per_epoch=steps_per_epoch, diff=config_changes)
   writer = metrics.MetricWriter(workdir)
+  if jax.process_index() == 0:
+    if not start_step:  # Once per run: the HParams view pairs it with the scalars.
+      writer.write_hparams(config, trial_id=os.path.basename(workdir))
+    predict.write_inference_files(workdir, config, data.preprocessing, predict.class_names(
+        config.dataset.name, data.num_classes))
   metrics.console(
       f'{config.model.preset} on {config.dataset.name}: {sum(x.size for x in jax.tree.leaves(state.params)):,} params, '
       f'{dp.num_devices} {jax.default_backend()} device(s) in {jax.process_count()} '
@@ -172,17 +180,24 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool) -> dict
   p_eval_step = jax.jit(functools.partial(steps.eval_step, task),
                         in_shardings=(rep, bat), out_shardings=rep)
 
-  def evaluate(state) -> dict[str, float]:
+  def evaluate_split(state, batches, prefix: str) -> dict[str, float]:
     totals = None
-    for batch in data.eval_batches(eval_batch):
+    for batch in batches:
       out = p_eval_step(state, dp.to_global(batch))
       totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
     totals = jax.device_get(totals)
     n = totals['count']
-    result = {'test/loss': totals['loss'] / n, 'test/accuracy': totals['correct'] / n,
-              'test/examples': n}
+    result = {f'{prefix}/loss': totals['loss'] / n, f'{prefix}/accuracy': totals['correct'] / n,
+              f'{prefix}/examples': n}
     if data.num_classes > 10:
-      result['test/accuracy_top5'] = totals['correct_top5'] / n
+      result[f'{prefix}/accuracy_top5'] = totals['correct_top5'] / n
+    return result
+
+  def evaluate(state) -> dict[str, float]:
+    """Test metrics, and validation metrics beside them when images were held out."""
+    result = evaluate_split(state, data.eval_batches(eval_batch), 'test')
+    if getattr(data, 'num_validation', 0):
+      result.update(evaluate_split(state, data.validation_batches(eval_batch), 'val'))
     return result
 
   progress = metrics.Progress(total_steps, steps_per_epoch, config.optim.batch_size,
@@ -199,10 +214,13 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool) -> dict
   else:
     batches = data.train_batches(config.optim.batch_size, config.seed, start_step)
   step = start_step
+  profiler = profiling.StepProfiler(os.path.join(workdir, profiling.PROFILE_DIR), profile_steps)
   pause_steps = {int(s) for s in config.testing.pause_at_steps}
   with Preemption() as preemption:
     while step < total_steps:
-      state, sums = p_train_step(state, sums, dp.to_global(next(batches)), device_data)
+      with profiler.step(step):
+        state, sums = p_train_step(state, sums, dp.to_global(next(batches)), device_data)
+        profiler.wait(sums)
       step += 1
       is_last = step == total_steps
       stop = preemption.should_stop(step)
@@ -227,15 +245,17 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool) -> dict
         sums = dp.replicate(steps.zero_train_sums())
       if step % eval_every == 0 or is_last:
         t0 = time.time()
-        last_eval = evaluate(state)
+        with progress.paused():
+          last_eval = evaluate(state)
         writer.write(step, {**last_eval, 'epoch': step / steps_per_epoch})
         if jax.process_index() == 0:
           print(f'eval at step {step}: ' + ' | '.join(
-              f'{k} {v:.4f}' for k, v in last_eval.items() if k != 'test/examples')
+              f'{k} {v:.4f}' for k, v in last_eval.items() if not k.endswith('/examples'))
               + f' ({int(last_eval["test/examples"])} images, {time.time() - t0:.1f}s)',
               flush=True)
       if save_now:
-        checkpointer.save(step, state)
+        with progress.paused():
+          checkpointer.save(step, state)
       if step in pause_steps:  # Test-only (config.testing): a kill point for tests.
         if not save_now:
           checkpointer.wait()  # Exact kill points: earlier saves are on disk, this one in flight.
@@ -244,6 +264,7 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool) -> dict
       if stop:
         logging.warning('preempted: checkpoint at step %d written; rerun to resume', step)
         break
+  profiler.close()  # The run ended before step B.
   dp.assert_replicas_agree(state)  # Multi-process: every host ends with the same model.
   checkpointer.close()
   writer.close()
@@ -254,6 +275,9 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool) -> dict
       metrics.plot_curves(workdir)
     with open(os.path.join(workdir, 'final_metrics.json'), 'w') as f:
       json.dump({'step': step, **{k: float(v) for k, v in last_eval.items()}}, f, indent=2)
+    params, rest = jax.tree.map(lambda x: x.addressable_data(0),
+                                (state.params, state.batch_stats))
+    predict.export(workdir, nnx.merge(task.graphdef, params, rest))
   return {'step': step, 'preempted': step < total_steps, 'signal': preemption.signal,
           **{k: float(v) for k, v in last_eval.items()}}
 

@@ -26,6 +26,23 @@ TINY = {
 }
 
 
+def _torch_importable() -> bool:
+  try:
+    import torch  # noqa: F401
+  except ImportError:
+    return False
+  return True
+
+
+# Tests of the PyTorch peer (benchmarks/torch_nin.py). `make test` installs torch
+# (benchmarks/requirements-torch.txt), so they run there; they skip, saying
+# why, only where torch is not installed.
+requires_torch = pytest.mark.skipif(
+    not _torch_importable(),
+    reason='needs PyTorch for the benchmark peer: pip install -r '
+           'benchmarks/requirements-torch.txt (make test installs it)')
+
+
 def make_tiny_config(**overrides):
   """The Fashion-MNIST quickstart config shrunk by TINY (plus any overrides), locked."""
   sys.path.insert(0, REPO)
@@ -63,3 +80,13 @@ def run_cli(script, workdir, overrides=(), *, devices=1, extra_args=(), env=None
 def read_jsonl(path):
   with open(path) as f:
     return [json.loads(line) for line in f if line.strip()]
+
+
+@pytest.fixture(scope='session')
+def trained_tiny_run(tmp_path_factory):
+  """(workdir, config) of one finished tiny Fashion-MNIST run (8 steps), shared."""
+  from nin_jax import train
+  workdir = tmp_path_factory.mktemp('tiny_run')
+  config = make_tiny_config(num_epochs=1.0)
+  train.train_and_evaluate(config, str(workdir))
+  return workdir, config

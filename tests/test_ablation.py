@@ -128,3 +128,14 @@ def test_report_gives_mean_and_std_over_seeds(tmp_path):
   with open(paths['trials_csv']) as f:
     assert len(list(csv.DictReader(f))) == 6
   assert os.path.getsize(paths['errors_png']) > 10_000
+
+
+def test_the_papers_numbers_stand_beside_the_papers_setup():
+  """Table 5 is CIFAR-10 without augmentation: cifar10_noaug is the ablation's baseline."""
+  from experiments.configs import cifar10, cifar10_noaug, fashion_mnist
+  noaug = cifar10_noaug.get_config()
+  assert ablation._paper_errors(noaug) == {'gap': 10.41, 'fc': 11.59, 'fc_dropout': 10.88}
+  assert 'this run augments' not in ablation._title(noaug, ablation._paper_errors(noaug))
+  augmented = cifar10.get_config()
+  assert 'without augmentation' in ablation._title(augmented, ablation._paper_errors(augmented))
+  assert ablation._paper_errors(fashion_mnist.get_config()) is None

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import REPO, requires_torch, run_cli
 from nin_jax import benchmark, config as config_lib, models, presets
 
 
@@ -26,6 +26,7 @@ def test_harness_reports_throughput_and_mfu():
   assert result['mfu'] == pytest.approx(result['achieved_tflops'] / 1.0)
 
 
+@requires_torch
 def test_ratio_against_the_pytorch_peer():
   config = small_config()
   config.model.width_multiplier = 1.0  # the peer is the paper's network
@@ -41,6 +42,7 @@ def test_comparing_a_different_network_is_refused():
     benchmark.compare(small_config(), compare_torch=True)
 
 
+@requires_torch
 def test_pytorch_peer_is_the_same_network():
   from benchmarks import torch_nin
   for preset, params in (('cifar10', 966_986), ('imagenet', 7_595_176)):
@@ -54,3 +56,26 @@ def test_command_line_prints_json(tmp_path):
                  extra_args=['--steps=1', '--warmup=0', f'--output={out}'])
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert json.loads(out.read_text())['batch_size'] == 8
+
+
+def test_torch_tests_skip_with_a_reason_only_without_torch(tmp_path):
+  """With torch unimportable the peer's tests skip and say how to install it."""
+  import subprocess
+  import sys
+  (tmp_path / 'torch').mkdir()
+  (tmp_path / 'torch' / '__init__.py').write_text('raise ImportError("no torch here")\n')
+  test = 'tests/test_benchmark.py::test_pytorch_peer_is_the_same_network'
+  env = {**__import__('os').environ, 'PYTHONPATH': f'{tmp_path}:{REPO}'}
+  hidden = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-rs', test], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=300)
+  assert '1 skipped' in hidden.stdout and 'requirements-torch.txt' in hidden.stdout
+  if _torch_importable():  # and with torch, it runs
+    env['PYTHONPATH'] = REPO
+    present = subprocess.run([sys.executable, '-m', 'pytest', '-q', test], cwd=REPO,
+                             env=env, capture_output=True, text=True, timeout=300)
+    assert '1 passed' in present.stdout, present.stdout[-2000:]
+
+
+def _torch_importable():
+  from conftest import _torch_importable as importable
+  return importable()

@@ -6,7 +6,7 @@ import pytest
 from flax import nnx
 
 from conftest import make_tiny_config, run_cli
-from nin_jax import checkpoint, classmap, steps
+from nin_jax import checkpoint, classmap, input_pipeline, predict, steps
 
 
 @pytest.fixture(scope='module')
@@ -34,6 +34,9 @@ def trained(tmp_path_factory):
   checkpointer.save(4, state)
   checkpointer.close()
   (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2))
+  # What the train loop writes beside its checkpoints for predict.load.
+  predict.write_inference_files(workdir, config, input_pipeline.load(config.dataset).preprocessing,
+                                predict.class_names(config.dataset.name, 10))
   return workdir, config
 
 
@@ -56,7 +59,11 @@ def test_rendered_maps_are_the_checkpoints_class_maps(trained, tmp_path):
 
   model, state = reference_model(workdir, config)
   assert int(state.step) == 4
-  inputs, _, labels = classmap.load_test_images(config, [0, 5, 7])
+  # Reference inputs: the whole dataset loaded and preprocessed as training does.
+  full = make_tiny_config(**{'dataset.test_subset': 0})
+  test = input_pipeline.load(full.dataset)
+  inputs = test.test_images[[0, 5, 7]]
+  labels = test.test_labels[[0, 5, 7]]
   expected = np.asarray(model.class_maps(inputs))
   assert result['maps'].shape == expected.shape == (3, 7, 7, 10)
   np.testing.assert_allclose(result['maps'], expected, rtol=1e-5, atol=1e-6)

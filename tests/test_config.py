@@ -34,6 +34,14 @@ def test_every_config_is_valid_and_documented(path):
     assert set(config[group].keys()) == set(base[group].keys()), group
 
 
+@pytest.mark.parametrize('name', ['cifar100', 'svhn', 'mnist', 'cifar10_cnn',
+                                  'cifar10_caffe', 'cifar10_nodropout'])
+def test_unpublished_values_are_marked_inferred(name):
+  # The authors never published these schedules / sizes; the docstring says so.
+  module = load_config_module(os.path.join(REPO, 'experiments', 'configs', f'{name}.py'))
+  assert 'INFERRED' in module.__doc__
+
+
 SWEPT_CONFIG_FILES = [p for p in CONFIG_FILES if 'def sweep(' in open(p).read()]
 
 
@@ -87,6 +95,11 @@ def test_unknown_key_or_wrong_type_is_refused(tmp_path, override, message):
     ('dataset.name', 'imagenet21k', 'unknown dataset'),
     ('optim.schedule', 'linear', 'choose one of'),
     ('model.dtype', 'float16', 'choose one of'),
+    ('model.dropout_form', 'caffe', 'choose one of'),
+    ('dataset.train_extra', True, 'has no extra split'),
+    ('optim.decay_scope', 'biases', 'choose one of'),
+    ('dataset.imagenet_mean', 'channel', 'choose one of'),
+    ('dataset.validation_per_class_extra', 200, 'needs dataset.train_extra'),
     ('dataset.on_device', True, 'streamed'),
 ])
 def test_validation_names_the_field(field, value, message):

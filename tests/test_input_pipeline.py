@@ -1,10 +1,12 @@
-"""Batching: data order is a function of (seed, step); eval sees every example once."""
+"""Batching: data order is a function of (seed, step); eval sees every example once;
+validation images are held out per class, the same ones on every run."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from nin_jax import augment, input_pipeline
+from nin_jax import augment, datasets, input_pipeline
 
 
 def tiny_data(n=50):
@@ -64,3 +66,40 @@ def test_translate_shifts_content_and_flip_mirrors():
   n_flipped = int(jnp.sum(flipped[:, 0, 0, 0] == 4.0))
   assert 70 < n_flipped < 130
   assert bool(jnp.all((flipped[:, 0, 0, 0] == 4.0) | (flipped[:, 0, 0, 0] == 0.0)))
+
+
+def test_hold_out_per_class_is_exact_disjoint_and_deterministic():
+  labels = np.random.default_rng(0).integers(0, 10, 3000)
+  keep, held = input_pipeline.hold_out_per_class(labels, 40, 10, seed=[322, 0])
+  assert np.bincount(labels[held], minlength=10).tolist() == [40] * 10
+  assert len(keep) == 3000 - 400 and not np.intersect1d(keep, held).size
+  np.testing.assert_array_equal(np.union1d(keep, held), np.arange(3000))
+  again = input_pipeline.hold_out_per_class(labels, 40, 10, seed=[322, 0])
+  np.testing.assert_array_equal(again[1], held)
+  other = input_pipeline.hold_out_per_class(labels, 40, 10, seed=[322, 1])
+  assert not np.array_equal(other[1], held)  # train and extra draw apart
+  with pytest.raises(datasets.DatasetError, match='class 3 has'):
+    input_pipeline.hold_out_per_class(np.where(labels == 3, 0, labels), 1, 10, seed=0)
+
+
+def test_svhn_trains_on_train_plus_extra_less_the_held_out_images():
+  # The paper's split, scaled down: (400, 200) per class → (2, 1) on mock data.
+  import sys
+  import tensorflow_datasets as tfds
+  from conftest import REPO
+  sys.path.insert(0, REPO)
+  from experiments.configs import svhn
+  dataset = svhn.get_config().dataset
+  assert (dataset.train_extra, dataset.validation_per_class_train,
+          dataset.validation_per_class_extra) == (True, 400, 200)
+  assert dataset.preprocessing == 'gcn_lcn'
+  dataset.validation_per_class_train, dataset.validation_per_class_extra = 2, 1
+  with tfds.testing.mock_data(num_examples=60):
+    data = input_pipeline.load(dataset)
+    again = input_pipeline.load(dataset)
+  assert (data.num_train, data.num_validation, data.num_test) == (120 - 30, 30, 60)
+  assert np.bincount(data.val_labels, minlength=10).tolist() == [3] * 10
+  np.testing.assert_array_equal(data.val_images, again.val_images)
+  np.testing.assert_array_equal(data.train_labels, again.train_labels)
+  batches = list(data.validation_batches(16))
+  assert sum(int(b['mask'].sum()) for b in batches) == 30

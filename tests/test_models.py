@@ -160,6 +160,46 @@ def test_dropout_drops_at_the_rate_and_rescales():
   assert models.dropout(x, 0.0, jax.random.key(0)) is x
 
 
+def test_cuda_convnet_dropout_zeroes_without_rescaling_and_scales_at_test():
+  # The authors' DropoutNeuron: survivors keep their value in training, and at
+  # test every unit is multiplied by 1 - p. Caffe's inverted form: survivors
+  # are scaled by 1 / (1 - p) in training, test is the identity.
+  x = jnp.full((64, 16, 16, 24), 3.0)
+  key = jax.random.key(0)
+  for rate in (0.5, 0.3):
+    y = models.dropout(x, rate, key, form='cuda_convnet')
+    kept = y != 0
+    assert abs(float(kept.mean()) - (1 - rate)) < 0.01
+    np.testing.assert_array_equal(y[kept], 3.0)
+    # Same mask as the inverted form, only the survivors' scale differs.
+    np.testing.assert_array_equal(models.dropout(x, rate, key) != 0, kept)
+    np.testing.assert_allclose(models.dropout_at_test(x, rate, 'cuda_convnet'),
+                               3.0 * (1 - rate), rtol=1e-6)
+    assert models.dropout_at_test(x, rate, 'inverted') is x
+  with pytest.raises(ValueError, match='dropout form'):
+    models.dropout(x, 0.5, key, form='caffe')
+
+
+def test_dropout_form_scales_what_the_next_block_sees():
+  # With zero biases (the paper init) a ReLU network is positively homogeneous,
+  # so two dropout layers that pass (1 - p)× the inverted form's values give
+  # logits (1 - p)² as large: in training (same masks) and at test.
+  spec = presets.scaled(presets.mnist(), 0.125)
+  x = jax.random.normal(jax.random.key(0), (2, 28, 28, 1))
+  key = jax.random.key(3)
+  nets = {form: models.NIN(spec, dropout_rate=0.5, dropout_form=form, rngs=nnx.Rngs(0))
+          for form in models.DROPOUT_FORMS}
+  no_dropout = models.NIN(spec, dropout_rate=0.0, rngs=nnx.Rngs(0))
+  inverted, cuda = nets['inverted'], nets['cuda_convnet']
+  np.testing.assert_allclose(cuda(x, train=True, dropout_key=key),
+                             0.25 * inverted(x, train=True, dropout_key=key),
+                             rtol=1e-4, atol=1e-7)
+  np.testing.assert_allclose(inverted(x), no_dropout(x), rtol=1e-6)
+  np.testing.assert_allclose(cuda(x), 0.25 * no_dropout(x), rtol=1e-4, atol=1e-7)
+  np.testing.assert_allclose(cuda.class_maps(x).mean(axis=(1, 2)), cuda(x),
+                             rtol=1e-5, atol=1e-7)
+
+
 def test_gap_head_is_the_mean_of_the_last_maps():
   model = models.NIN(presets.scaled(presets.mnist(), 0.25), rngs=nnx.Rngs(1))
   x = jax.random.normal(jax.random.key(0), (3, 28, 28, 1))
@@ -187,6 +227,44 @@ def test_paper_init_is_gaussian_std_005_and_zero_bias():
   kernel = model.blocks[1].layers[0].kernel[...]
   assert abs(float(kernel.std()) - 0.05) < 0.002
   assert float(jnp.abs(model.blocks[1].layers[0].bias[...]).max()) == 0.0
+
+
+def test_cifar100_init_is_the_authors_per_layer_stds():
+  # NIN/cifar-100_def: conv1 0.001, cccp1 and cccp2 0.01, every other layer 0.05.
+  expected = [[0.001, 0.01, 0.01], [0.05, 0.05, 0.05], [0.05, 0.05, 0.05]]
+  model = models.NIN(presets.cifar100(), rngs=nnx.Rngs(0))
+  measured = [[float(layer.kernel[...].std()) for layer in block.layers]
+              for block in model.blocks]
+  np.testing.assert_allclose(measured, expected, rtol=0.05)
+
+
+def test_conventional_cnn_is_three_convolutions_and_a_local_layer():
+  # Paper 4.6: three convolutions, then a locally connected layer with 10 maps
+  # (16 cut to 10, one per class) for GAP; sizes as the preset infers them.
+  model = abstract_model('cifar10_cnn')
+  shapes = layer_shapes(model, (32, 32, 3))
+  assert [shapes[f'block{i}.pool'] for i in (1, 2, 3)] == [
+      (16, 16, 64), (8, 8, 64), (4, 4, 64)]
+  assert shapes['block4.conv'] == (4, 4, 10)
+  local = model.blocks[3].layers[0]
+  assert isinstance(local, models.LocalLayer) and local.kernel.shape == (4, 4, 9 * 64, 10)
+  # conv1, conv2 and conv3 (weights + biases), then one kernel per output pixel.
+  assert models.count_params(model) == (
+      (5 * 5 * 3 * 64 + 64) + 2 * (5 * 5 * 64 * 64 + 64) + (4 * 4 * 9 * 64 * 10 + 10))
+
+
+def test_local_layer_with_equal_kernels_is_a_convolution():
+  layer = models.LocalLayer(3, 5, 3, input_hw=(6, 6), padding=1, rngs=nnx.Rngs(0))
+  conv = jax.random.normal(jax.random.key(1), (3, 3, 3, 5))
+  layer.kernel[...] = jnp.broadcast_to(conv.reshape(27, 5), (6, 6, 27, 5))
+  x = jax.random.normal(jax.random.key(2), (2, 6, 6, 3))
+  expected = jax.nn.relu(jax.lax.conv_general_dilated(
+      x, conv, (1, 1), [(1, 1)] * 2, dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
+  np.testing.assert_allclose(layer(x, train=False), expected, rtol=1e-5, atol=1e-5)
+  layer.kernel[...] = layer.kernel[...].at[0, 0].set(0.0)  # unshared: one pixel alone
+  y = layer(x, train=False)
+  np.testing.assert_allclose(y[:, 0, 0], 0.0)
+  np.testing.assert_allclose(y[:, 1:, 1:], expected[:, 1:, 1:], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize('impl', ['conv', 'patches'])

@@ -60,14 +60,60 @@ def test_step_schedule_divides_by_ten_twice():
 def test_cosine_with_warmup():
   cfg = optim_config(learning_rate=0.4, schedule='cosine', warmup_epochs=1.0)
   schedule = optim.learning_rate_schedule(cfg, steps_per_epoch=100, total_steps=1100)
-  assert float(schedule(0)) == 0.0
-  np.testing.assert_allclose(schedule(50), 0.2, rtol=1e-6)
+  np.testing.assert_allclose(schedule(0), 0.004, rtol=1e-6)
+  np.testing.assert_allclose(schedule(49), 0.2, rtol=1e-6)
+  np.testing.assert_allclose(schedule(99), 0.4, rtol=1e-6)
   np.testing.assert_allclose(schedule(100), 0.4, rtol=1e-6)
   np.testing.assert_allclose(schedule(600), 0.2, rtol=1e-5)
   assert float(schedule(1100)) < 1e-6
+
+
+@pytest.mark.parametrize('schedule_name', optim.SCHEDULES)
+def test_warmup_starts_from_the_same_point_for_every_schedule(schedule_name):
+  """Step 0 trains at lr / warmup_steps, the full rate is reached at step warmup - 1."""
+  cfg = optim_config(learning_rate=0.4, schedule=schedule_name, warmup_epochs=0.5,
+                     decay_epochs=(5.0,))
+  schedule = optim.learning_rate_schedule(cfg, steps_per_epoch=100, total_steps=1000)
+  np.testing.assert_allclose([schedule(0), schedule(24), schedule(49)],
+                             [0.4 / 50, 0.2, 0.4], rtol=1e-5)
 
 
 def test_linear_scaling_from_a_reference_batch():
   cfg = optim_config(learning_rate=0.01, batch_size=256, reference_batch_size=64)
   assert optim.base_learning_rate(cfg) == pytest.approx(0.04)
   assert optim.base_learning_rate(optim_config(learning_rate=0.01)) == 0.01
+
+
+def test_caffe_zoo_last_layer_bias_has_its_own_multiplier():
+  # cifar10_caffe's cccp6: blobs_lr 0.1 for weights and biases → bias rate 0.01.
+  cfg = optim_config(learning_rate=0.1, weight_decay=0.0, last_layer_bias_lr_mult=0.1)
+  params = {k: jnp.zeros((2,)) for k in ROLES}
+  updates, _, _ = one_step(cfg, params, {k: jnp.ones((2,)) for k in ROLES})
+  np.testing.assert_allclose(updates['lb'], -0.01, rtol=1e-6)
+  np.testing.assert_allclose(updates['b'], -0.2, rtol=1e-6)
+  np.testing.assert_allclose(updates['lw'], -0.01, rtol=1e-6)
+
+
+@pytest.mark.parametrize('scope, bias_rates', [
+    ('all', [0.2, 0.02, 0.002]),        # Caffe: every rate divided
+    ('weights', [0.2, 0.2, 0.2]),       # cuda-convnet README: only epsW divided
+])
+def test_step_decay_scope(scope, bias_rates):
+  cfg = optim_config(learning_rate=0.1, weight_decay=0.0, momentum=0.0,
+                     schedule='step', decay_epochs=(1.0, 2.0), decay_scope=scope,
+                     last_layer_lr_mult=1.0)
+  schedule = optim.learning_rate_schedule(cfg, steps_per_epoch=2, total_steps=6)
+  bias_schedule = optim.bias_learning_rate_schedule(cfg, 2, 6)
+  assert (bias_schedule is None) == (scope == 'all')
+  params = {k: jnp.zeros(()) for k in ROLES}
+  grads = {k: jnp.ones(()) for k in ROLES}
+  tx = optim.create_optimizer(cfg, ROLES, schedule, bias_schedule)
+  state = tx.init(params)
+  weights, biases = [], []
+  for step in range(6):
+    updates, state = tx.update(grads, state, params)
+    if step % 2 == 0:
+      weights.append(-float(updates['w']))
+      biases.append(-float(updates['b']))
+  np.testing.assert_allclose(weights, [0.1, 0.01, 0.001], rtol=1e-5)
+  np.testing.assert_allclose(biases, bias_rates, rtol=1e-5)

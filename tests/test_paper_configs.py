@@ -25,7 +25,8 @@ def get_config(name):
 
 def test_every_paper_row_has_a_config():
   for name in ('cifar10', 'cifar10_noaug', 'cifar100', 'svhn', 'mnist', 'imagenet',
-               'cifar10_modern', 'fashion_mnist'):
+               'cifar10_caffe', 'cifar10_nodropout', 'cifar10_cnn', 'cifar10_cnn_fc',
+               'cifar10_cnn_fc_dropout', 'cifar10_modern', 'fashion_mnist'):
     assert name in CONFIGS
 
 
@@ -42,6 +43,57 @@ def test_cifar10_is_the_authors_setup():
   assert c.augment.flip and c.augment.translate > 0
   noaug = get_config('cifar10_noaug')
   assert not noaug.augment.flip and noaug.augment.translate == 0
+
+
+@pytest.mark.parametrize('name, form', [
+    ('cifar10', 'cuda_convnet'), ('cifar10_noaug', 'cuda_convnet'),
+    ('cifar100', 'cuda_convnet'), ('svhn', 'cuda_convnet'), ('mnist', 'cuda_convnet'),
+    ('imagenet', 'inverted'), ('cifar10_caffe', 'inverted'), ('cifar10_modern', 'inverted'),
+    ('fashion_mnist', 'inverted')])
+def test_dropout_is_the_framework_of_the_authors_run(name, form):
+  # cuda-convnet runs (the authors' NIN/ files) vs Caffe zoo runs.
+  assert get_config(name).model.dropout_form == form
+
+
+def test_cifar100_is_the_authors_files_not_the_papers_sentence():
+  # NIN/cifar-100_params: epsW 0.01 × coeff 2, wc 0.001 / coeff 2, the last
+  # layer at the same rate as the others.
+  c = get_config('cifar100')
+  assert (c.model.preset, c.dataset.preprocessing) == ('cifar100', 'gcn_zca')
+  assert (c.optim.learning_rate, c.optim.weight_decay) == (0.02, 5e-4)
+  assert (c.optim.bias_lr_mult, c.optim.last_layer_lr_mult) == (2.0, 1.0)
+  assert not c.augment.flip and c.augment.translate == 0
+
+
+def test_cifar10_caffe_is_the_zoo_solver():
+  # 120k iterations at batch 128, one ×0.1 step at 100k; cccp6 weights and
+  # biases at blobs_lr 0.1 (bias rate 0.01); average pool2; no augmentation.
+  from nin_jax import optim
+  c = get_config('cifar10_caffe')
+  steps_per_epoch = input_pipeline.steps_per_epoch(50_000, c.optim.batch_size)
+  assert c.optim.batch_size == 128
+  assert int(round(c.num_epochs * steps_per_epoch)) == 120_000
+  assert [int(round(e * steps_per_epoch)) for e in c.optim.decay_epochs] == [100_000]
+  assert (c.optim.learning_rate, c.optim.bias_lr_mult, c.optim.last_layer_lr_mult) == (
+      0.1, 2.0, 0.1)
+  assert c.optim.learning_rate * optim.last_bias_lr_mult(c.optim) == pytest.approx(0.01)
+  assert presets.get_preset(c.model.preset).blocks[1].pool == 'avg'
+  assert not c.augment.flip and c.augment.translate == 0
+
+
+def test_the_papers_missing_experiments():
+  # Figure 3: NIN without dropout (14.51%); section 4.6: the conventional CNN
+  # with FC (17.56%), FC + dropout (15.99%) and GAP (16.46%) heads.
+  nodropout, noaug = get_config('cifar10_nodropout'), get_config('cifar10_noaug')
+  assert nodropout.model.dropout_rate == 0.0
+  nodropout.model.dropout_rate = noaug.model.dropout_rate
+  assert nodropout.to_dict() == noaug.to_dict()
+  heads = {name: (c.model.preset, c.model.head, tuple(c.model.fc_hidden), c.model.fc_dropout)
+           for name in ('cifar10_cnn', 'cifar10_cnn_fc', 'cifar10_cnn_fc_dropout')
+           for c in [get_config(name)]}
+  assert heads == {'cifar10_cnn': ('cifar10_cnn', 'gap', (), 0.0),
+                   'cifar10_cnn_fc': ('cifar10_cnn', 'fc', (), 0.0),
+                   'cifar10_cnn_fc_dropout': ('cifar10_cnn', 'fc', (), 0.5)}
 
 
 def test_imagenet_is_the_zoo_solver_with_linear_scaling():
@@ -77,11 +129,19 @@ def test_config_trains_one_step_on_mock_data(name, tmp_path, zca_cache):
     config.model.width_multiplier = 0.125  # the full net is checked above; keep CI fast
   if config.dataset.source == 'idx':
     config.dataset.train_subset, config.dataset.test_subset = 64, 20
-  with tfds.testing.mock_data(num_examples=24):
+  mock_examples = 24
+  held_out = config.dataset.validation_per_class_train > 0
+  if held_out:  # SVHN's 400 + 200 per class, scaled to the mock data.
+    config.dataset.validation_per_class_train = 2
+    config.dataset.validation_per_class_extra = 1
+    mock_examples = 60
+  with tfds.testing.mock_data(num_examples=mock_examples):
     result = train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert result['step'] == 1
   assert np.isfinite(result['test/loss'])
-  assert result['test/examples'] == (20 if config.dataset.source == 'idx' else 24)
+  assert result['test/examples'] == (20 if config.dataset.source == 'idx' else mock_examples)
+  if held_out:  # Validation metrics are logged beside the test metrics.
+    assert result['val/examples'] == 30 and np.isfinite(result['val/loss'])
 
 
 def test_imagenet_pipeline_crops_mirrors_and_subtracts_the_mean():

@@ -357,3 +357,20 @@ def test_lcn_rejects_even_kernel():
 def test_zca_dataclass_fields():
   z = ZCA(mean=np.zeros(2, np.float32), whitening=np.eye(2, dtype=np.float32))
   assert [f for f in z.__dataclass_fields__] == ['mean', 'whitening']
+
+
+def test_svhn_gcn_lcn_is_pylearn2s_pipeline():
+  # svhn_preprocessing.py: GlobalContrastNormalization (scale 1, L2 norm over
+  # the whole image) then LeCunLCN (7×7, σ 2, threshold 1e-4, zero padding, no
+  # border renormalisation, uncentred variance), channel by channel.
+  x = _rand_uint8((2, 10, 9, 3), seed=4)
+  y = preprocess.gcn_lcn(x)
+  assert y.dtype == np.float32 and y.shape == x.shape
+  for n in range(2):
+    img = x[n].astype(np.float64)
+    img -= img.mean()
+    img /= np.sqrt(np.square(img).sum())
+    for c in range(3):
+      np.testing.assert_allclose(
+          y[n, :, :, c], _lcn_reference(img[:, :, c], 7, 2.0, 1e-4, compat=True),
+          rtol=1e-4, atol=1e-5)

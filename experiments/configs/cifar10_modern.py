@@ -18,6 +18,7 @@ def get_config():
   config.dataset.preprocessing = 'standardize'
   config.model.batch_norm = True
   config.model.init = 'he'
+  config.model.dropout_form = 'inverted'
   config.optim.nesterov = True
   config.optim.weight_decay = 5e-4
   config.optim.schedule = 'cosine'

@@ -1,11 +1,18 @@
 """ImageNet: the Caffe Model Zoo NIN (paper: 59.36% top-1 centre-crop accuracy).
 
 4 mlpconv blocks (7,595,176 parameters; 224 → 54 → 27 → 13 → 6 → 1), dropout
-0.5 after the third pool, GAP over the 6×6 class maps. The zoo solver: SGD
-momentum 0.9, batch 64, base lr 0.01 (biases ×2), L2 5e-4 on weights, lr ×0.1
-every 200k iterations, 450k iterations (10, 20 and 22.5 epochs of 1.28M images
-at batch 64). Input: warp to 256², random 224 crop + mirror, mean pixel
-subtracted; evaluation on the centre crop (nin_jax/imagenet_input.py).
+0.5 after the third pool, GAP over the 6×6 class maps (the zoo's
+train_val.prototxt; init std 0.01 for conv1, conv3 and cccp8, 0.05
+elsewhere). The zoo solver (solver.prototxt): SGD momentum 0.9, batch 64,
+base lr 0.01 (biases ×2), L2 5e-4 on weights, lr ×0.1 every 200k iterations, 450k iterations (10, 20 and 22.5 epochs of 1.28M images
+at batch 64). Input (the zoo's train_val.prototxt): random 224 crop + mirror
+minus the per-pixel mean IMAGE of the training set (the zoo's `mean_file`;
+computed once here on the first run, one pass over 1.28M images, and cached
+in dataset.cache_dir; `--config.dataset.imagenet_mean=pixel` subtracts
+Caffe's mean pixel instead); evaluation on the centre crop
+(nin_jax/imagenet_input.py). ASSUMED: the 256×256 warp (aspect ratio not
+kept), Caffe's usual convert_imageset resize; the zoo does not say how its
+LMDB was built. Dropout is Caffe's inverted form.
 
 The learning rate is stated for the reference batch 64 and scales linearly:
 `--config.optim.batch_size=1024` trains at lr 0.16 with the same schedule in
@@ -22,7 +29,9 @@ def get_config():
   config = config_lib.base_config()
   config.dataset.name = 'imagenet2012'
   config.dataset.image_size = 224
+  config.dataset.imagenet_mean = 'image'
   config.model.preset = 'imagenet'
+  config.model.dropout_form = 'inverted'  # Caffe's dropout layer
   config.optim.batch_size = 64
   config.optim.reference_batch_size = 64
   config.optim.learning_rate = 0.01
