@@ -18,6 +18,8 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
+from nin_jax import sharding
+
 
 class CheckpointError(RuntimeError):
   """No checkpoint in the workdir could be restored."""
@@ -54,6 +56,8 @@ class Checkpointer:
   def __init__(self, workdir: str, *, keep: int = 3):
     self.directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
     self._keep = keep
+    if jax.process_count() > 1:
+      _use_coordinator_barriers()
     if os.path.islink(self.directory) and not os.path.exists(self.directory):
       raise CheckpointError(f'{self.directory} links to {os.readlink(self.directory)},'
                             ' which does not exist (storage not mounted?)')
@@ -104,39 +108,48 @@ class Checkpointer:
   def restore_latest(self, abstract_state):
     """Restores the newest readable checkpoint, or returns None if there is none.
 
+    Every decision is taken by all processes together: they agree on the
+    newest step, each tries to read it, and if any process could not, all of
+    them set it aside and try the next older one. (A host falling back alone
+    would leave its peers in other collectives: a hang.)
+
     Args:
       abstract_state: a pytree of jax.ShapeDtypeStruct with shardings, the
         structure to restore into.
     Raises:
-      CheckpointError: checkpoints exist but none of them can be read.
+      CheckpointError: checkpoints exist but none of them can be read, or the
+        processes do not see the same checkpoints.
     """
     tried = []
-    while (step := self._manager.latest_step()) is not None:
-      try:
-        differences = self.differences(step, abstract_state)
-      except Exception as e:  # Metadata missing or unreadable: damaged.
-        tried.append(step)
-        self._warn_and_set_aside(step, e)
-        continue
-      if differences:  # Readable but another shape: a config change, not damage.
-        raise CheckpointMismatch(step, self.directory, differences)
-      try:
-        state = self._manager.restore(
-            step, args=ocp.args.StandardRestore(abstract_state))
-        expected = (self._manager.metadata(step).custom_metadata or {}).get('fingerprint')
-        if expected is not None and expected != fingerprint(state):
-          raise CheckpointError('its arrays differ from what was saved (fingerprint mismatch)')
+    while (step := self._agreed_latest_step()) is not None:
+      differences, error = self._classify(step, abstract_state)
+      if agreed_failures(bool(differences)):  # Reads, but another shape: not damage.
+        raise CheckpointMismatch(step, self.directory,
+                                 differences or ['seen by another process'])
+      state, error = self._read(step, abstract_state) if error is None else (None, error)
+      failed = agreed_failures(error is not None)
+      if not failed:
         logging.info('restored checkpoint at step %d from %s', step, self.directory)
         return state
-      except Exception as e:  # Orbax raises many types for damaged files.
-        tried.append(step)
-        self._warn_and_set_aside(step, e)
+      tried.append(step)
+      cause = (f'{type(error).__name__}: {str(error).splitlines()[0][:200]}'
+               if error is not None else 'read fine here')
+      logging.warning('checkpoint at step %d cannot be read by process(es) %s (here: '
+                      '%s); moving it aside and trying an older one', step, failed, cause)
+      self._set_aside(step)
     if tried:
       raise CheckpointError(
           f'no readable checkpoint in {self.directory}: steps {tried} are '
           'damaged (moved aside as *.corrupt-*). Delete them, or start a fresh '
           'workdir, to train from scratch.')
     return None
+
+  def _classify(self, step: int, abstract_state):
+    """(differences, None), or ([], the error) if the metadata cannot be read: damage."""
+    try:
+      return self.differences(step, abstract_state), None
+    except Exception as e:  # Metadata missing or garbled.
+      return [], e
 
   def differences(self, step: int, abstract_state) -> list[str]:
     """How checkpoint `step`'s arrays differ from `abstract_state` ([] if they fit).
@@ -158,11 +171,38 @@ class Checkpointer:
                     for p in wanted if p in saved and saved[p] != wanted[p]]
     return differences
 
-  def _warn_and_set_aside(self, step: int, error: Exception) -> None:
-    logging.warning('checkpoint at step %d cannot be read (%s: %s); '
-                    'moving it aside and trying an older one',
-                    step, type(error).__name__, (str(error).splitlines() or [''])[0][:200])
-    self._set_aside(step)
+  def _read(self, step: int, abstract_state):
+    """(state, None), or (None, the exception) if this process cannot read `step`."""
+    try:
+      state = self._reader().restore(os.path.join(self.directory, str(step), 'default'),
+                                     args=ocp.args.StandardRestore(abstract_state))
+      expected = (self._manager.metadata(step).custom_metadata or {}).get('fingerprint')
+      if expected is not None and expected != fingerprint(state):
+        raise CheckpointError('its arrays differ from what was saved (fingerprint mismatch)')
+      return state, None
+    except Exception as e:  # Orbax raises many types for damaged files.
+      return None, e
+
+  @staticmethod
+  def _reader() -> ocp.Checkpointer:
+    """Reads this process's shards with no barrier: a process whose read fails
+    never reaches a barrier, and its peers would wait there for ever. The
+    verdict is agreed afterwards (`agreed_failures`)."""
+    me = jax.process_index()
+    only_me = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+    return ocp.Checkpointer(ocp.StandardCheckpointHandler(multiprocessing_options=only_me),
+                            multiprocessing_options=only_me)
+
+  def _agreed_latest_step(self) -> int | None:
+    """The newest step, the same on every process, or a clear error if they differ."""
+    latest = self._manager.latest_step()
+    seen = sharding.gather_from_processes(-1 if latest is None else latest)
+    if len(set(seen)) > 1:
+      raise CheckpointError(
+          f'the processes of this run see different newest checkpoints in '
+          f'{self.directory} (by process: {[s if s >= 0 else None for s in seen]}); '
+          'every host must see the same workdir (a shared file system or bucket)')
+    return latest
 
   def _set_aside(self, step: int) -> None:
     if jax.process_index() == 0:
@@ -224,7 +264,31 @@ def _fingerprint(state):
   return [bits(x) for x in jax.tree.leaves(state)]
 
 
+def agreed_failures(failed_here: bool) -> list[int]:
+  """The processes that report a failure, the same list on every process.
+
+  The decision point for anything a host sees alone (a read error, a damaged
+  file): every process calls it with its own finding and takes the branch the
+  returned list implies, so no host ever falls back alone.
+  """
+  flags = sharding.gather_from_processes(int(failed_here))
+  return [p for p, flag in enumerate(flags) if flag]
+
+
 def _sync(name: str) -> None:
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices(name)
+  ocp.multihost.sync_global_processes(name)
+
+
+def _use_coordinator_barriers() -> None:
+  """Orbax's barriers (several per save) wait at jax.distributed's coordinator.
+
+  By default Orbax syncs processes with `multihost_utils.sync_global_devices`:
+  an all-gather on the devices, run partly from its background commit thread
+  while the step loop runs its own collectives. The coordinator's barrier
+  takes no device time and is safe from any thread. (An Orbax flag; a value
+  given on the command line wins.)
+  """
+  from absl import flags
+  flag = flags.FLAGS['experimental_orbax_use_distributed_barrier']
+  if not flag.present:
+    flag.value, flag.present = True, 1

@@ -1,4 +1,4 @@
-"""ImageNet (ILSVRC-2012) streamed with tf.data, as the Caffe model zoo NIN saw it.
+"""ImageNet (ILSVRC-2012) streamed from TFDS, as the Caffe model zoo NIN saw it.
 
 Training: decode, resize to 256×256 (Caffe's warp, aspect ratio not kept: an
 assumption, the zoo's convert_imageset flags are not published), subtract the
@@ -7,16 +7,25 @@ and mean, then a centre crop. The mean is the zoo's per-pixel mean IMAGE of
 the warped training set (`mean` = nin_jax.mean_image.imagenet_mean_image) or
 Caffe's mean pixel (MEAN_RGB, the default here).
 
-Each process reads only its own part of each split
-(`tfds.split_for_jax_process`), so a pod's hosts never decode the same image.
-The training stream is a pure function of (seed, process): files and the
-shuffle buffer are seeded, crops and flips use stateless ops keyed by the
-element's position, and a resumed run skips the elements it has already seen
-(before decoding, so skipping is cheap). TensorFlow never sees an accelerator.
+Training reads records by index from TFDS's ArrayRecord data source
+(`builder.as_data_source`): global batch k is the k-th slice of a seeded
+permutation of the whole split (a fresh one each epoch,
+`input_pipeline.train_indices`, the same order as the in-memory datasets),
+each process reads only its rows of it, and crops and flips are keyed by
+(seed, position in the global stream). So the stream's position is the train
+step the checkpoint already holds: a run resumed at step k reads its first
+record at k, in O(1), and never a record consumed before k; the result does
+not depend on the number of hosts either.
+Why not a checkpointed tf.data iterator: over sequential TFRecords its state
+is the shuffle buffer (GBs of JPEGs per host per checkpoint), tied to the
+process count. Why not Grain: it would add a dependency to do the same
+index-based shuffle over the same data source. TensorFlow (decode and
+augment, in parallel threads) never sees an accelerator.
 
 ImageNet cannot be downloaded by TFDS: put ILSVRC2012_img_train.tar and
 ILSVRC2012_img_val.tar in a directory and run, once, on any machine
-    tfds build imagenet2012 --manual_dir=/path/to/tars --data_dir=/path/to/tfds
+    tfds build imagenet2012 --manual_dir=/path/to/tars --data_dir=/path/to/tfds \
+        --file_format=array_record
 then point --config.dataset.data_dir at /path/to/tfds (a gs:// bucket works
 for TPU pods).
 """
@@ -80,12 +89,13 @@ class ImageNetData:
   """The streaming source; same interface as input_pipeline.InMemoryData."""
   data_dir: str | None
   crop: int = 224
-  shuffle_buffer: int = 16_384
   num_classes: int = NUM_CLASSES
   mean: tuple | np.ndarray = MEAN_RGB  # a pixel (3,) or a mean image (256, 256, 3)
 
   def __post_init__(self):
     import tensorflow_datasets as tfds
+    self._source = None
+    self.records_read = 0  # Training records read so far (resume reads none before k).
     self._tfds = tfds
     try:
       self._builder = tfds.builder(TFDS_NAME, data_dir=self.data_dir)
@@ -127,35 +137,59 @@ class ImageNetData:
       mean = mean[offset:offset + self.crop, offset:offset + self.crop]
     return {'mean': mean}
 
-  def _read(self, split: str, *, shuffle_seed: int | None):
+  def _read(self, split: str):
+    """This process's part of `split`, in order (evaluation)."""
     tfds = self._tfds
-    read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed,
-                                  interleave_cycle_length=16 if shuffle_seed is not None else 1)
     return self._builder.as_dataset(
         split=tfds.split_for_jax_process(split, drop_remainder=False),
-        shuffle_files=shuffle_seed is not None, read_config=read_config,
+        shuffle_files=False, read_config=tfds.ReadConfig(interleave_cycle_length=1),
         as_supervised=True)
 
   def train_batches(self, global_batch_size: int, seed: int,
                     start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
-    """This process's rows of every global batch from `start_step` on."""
+    """This process's rows of every global batch from `start_step` on.
+
+    The records of step k are read only when step k's batch is prepared:
+    nothing before `start_step` is read, skipped or decoded.
+    """
     tf = _tf()
-    local = global_batch_size // jax.process_count()
-    process_seed = seed * 1_000_003 + jax.process_index()
-    ds = self._read('train', shuffle_seed=process_seed).repeat()
-    ds = ds.shuffle(self.shuffle_buffer, seed=process_seed, reshuffle_each_iteration=True)
-    ds = ds.enumerate().skip(start_step * local)  # Before decoding: cheap.
-    crop, mean = self.crop, self.mean
+    from nin_jax import input_pipeline
+    source = self._train_source()
+    num_train, rows = len(source), input_pipeline.process_rows(global_batch_size)
+    positions = _positions(num_train, global_batch_size, seed, start_step, rows)
+    key_seed, crop, mean = seed * 1_000_003, self.crop, self.mean
 
-    def prepare(index, example):
-      image, label = example
-      key = tf.stack([tf.cast(process_seed, tf.int64), index])
+    def read(record):
+      self.records_read += 1
+      example = source[int(record)]
+      return example['image'], np.int32(example['label'])
+
+    def prepare(position, record):
+      jpeg, label = tf.numpy_function(read, [record], (tf.string, tf.int32), stateful=True)
+      image = tf.io.decode_jpeg(jpeg, channels=3)
+      key = tf.stack([tf.constant(key_seed, tf.int64), position])
       return {'image': preprocess_train(image, key, crop, mean),
-              'label': tf.cast(label, tf.int32)}
+              'label': tf.reshape(label, ())}
 
+    ds = tf.data.Dataset.from_generator(
+        lambda: positions, output_signature=(tf.TensorSpec((), tf.int64),) * 2)
     ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    local = rows.stop - rows.start
+    ds = ds.batch(local, drop_remainder=True).prefetch(2)
     yield from self._tfds.as_numpy(ds)
+
+  def _train_source(self):
+    """The training split, random access, JPEGs left encoded (decoded in tf.data)."""
+    if self._source is None:
+      try:
+        self._source = self._builder.as_data_source(
+            split='train', decoders={'image': self._tfds.decode.SkipDecoding()})
+      except (FileNotFoundError, ValueError, NotImplementedError) as e:
+        raise datasets.DatasetError(
+            f'imagenet2012 in {self.data_dir} has no ArrayRecord files, which '
+            f'training reads by index (TFDS said: {e}). Build it with '
+            '`tfds build imagenet2012 --file_format=array_record ...`') from e
+    return self._source
 
   def eval_batches(self, global_batch_size: int) -> Iterator[dict[str, np.ndarray]]:
     """The whole validation split once across processes, padded and masked.
@@ -168,7 +202,7 @@ class ImageNetData:
     per_process = -(-self.num_test // jax.process_count())
     num_batches = -(-per_process // local)
     crop, mean = self.crop, self.mean
-    ds = self._read('validation', shuffle_seed=None).map(
+    ds = self._read('validation').map(
         lambda image, label: {'image': preprocess_eval(image, crop, mean),
                               'label': tf.cast(label, tf.int32),
                               'mask': tf.constant(1.0)},
@@ -178,6 +212,24 @@ class ImageNetData:
          'mask': tf.constant(0.0)}).repeat()
     ds = ds.concatenate(padding).batch(local).take(num_batches)
     yield from self._tfds.as_numpy(ds.prefetch(tf.data.AUTOTUNE))
+
+
+def _positions(num_train: int, global_batch_size: int, seed: int, start_step: int,
+               rows: slice) -> Iterator[tuple[int, int]]:
+  """(position in the global stream, record index) of this process's rows,
+  step after step from `start_step`; the epoch's permutation is made once."""
+  from nin_jax import input_pipeline
+  per_epoch = input_pipeline.steps_per_epoch(num_train, global_batch_size)
+  step = start_step
+  while True:
+    epoch, first = divmod(step, per_epoch)
+    order = input_pipeline.epoch_order(num_train, seed, epoch)
+    for k in range(first, per_epoch):
+      batch = order[k * global_batch_size:(k + 1) * global_batch_size]
+      base = (epoch * per_epoch + k) * global_batch_size
+      for row in range(rows.start, rows.stop):
+        yield base + row, int(batch[row])
+    step = (epoch + 1) * per_epoch
 
 
 def decode_throughput(num_images: int = 256, *, threads: int = 1,

@@ -230,8 +230,13 @@ def train_indices(num_examples: int, global_batch_size: int, seed: int,
   """Dataset indices of global batch `step`: a fresh permutation each epoch."""
   per_epoch = steps_per_epoch(num_examples, global_batch_size)
   epoch, k = divmod(step, per_epoch)
-  order = np.random.default_rng([seed, epoch]).permutation(num_examples)
+  order = epoch_order(num_examples, seed, epoch)
   return order[k * global_batch_size:(k + 1) * global_batch_size]
+
+
+def epoch_order(num_examples: int, seed: int, epoch: int) -> np.ndarray:
+  """The seeded permutation of the dataset that epoch `epoch` walks through."""
+  return np.random.default_rng([seed, epoch]).permutation(num_examples)
 
 
 def train_batches(data: InMemoryData, global_batch_size: int, seed: int,
@@ -242,7 +247,7 @@ def train_batches(data: InMemoryData, global_batch_size: int, seed: int,
   With `indices_only`, batches are {'index': ...} into the training split, for
   a train step that holds the split on device and gathers the rows itself.
   """
-  local = _process_rows(global_batch_size)
+  local = process_rows(global_batch_size)
   n = len(data.train_labels)
   step = start_step
   while True:
@@ -257,7 +262,7 @@ def train_batches(data: InMemoryData, global_batch_size: int, seed: int,
 def eval_batches(images: np.ndarray, labels: np.ndarray,
                  global_batch_size: int) -> Iterator[dict[str, np.ndarray]]:
   """The whole split in padded global batches, this process's rows, with a mask."""
-  local = _process_rows(global_batch_size)
+  local = process_rows(global_batch_size)
   n = len(labels)
   for start in range(0, n, global_batch_size):
     idx = np.arange(start, start + global_batch_size)[local]
@@ -271,7 +276,7 @@ def num_eval_batches(num_examples: int, global_batch_size: int) -> int:
   return -(-num_examples // global_batch_size)
 
 
-def _process_rows(global_batch_size: int) -> slice:
+def process_rows(global_batch_size: int) -> slice:
   per_process = global_batch_size // jax.process_count()
   start = jax.process_index() * per_process
   return slice(start, start + per_process)

@@ -59,6 +59,84 @@ class MetricWriter:
       self._tb.close()
 
 
+class AsyncWriter:
+  """Runs a writer's writes (and any other storage work) in one background thread.
+
+  The step loop only queues records, so a slow disk or bucket never stalls it
+  (nor, through the next collective, every other host). Work runs in the order
+  it was queued. `flush()` waits until everything queued is done; the loop
+  calls it before a preemption exit, and `close()` (at the end and on error)
+  flushes, then closes the writer. An error in the thread is raised by the
+  next write, flush or close.
+  """
+
+  def __init__(self, writer: MetricWriter):
+    import queue
+    import threading
+    self._writer = writer
+    self._queue: queue.Queue = queue.Queue()
+    self._error: BaseException | None = None
+    self._thread = threading.Thread(target=self._work, name='metric-writer', daemon=True)
+    self._thread.start()
+
+  @property
+  def jsonl_path(self) -> str:
+    return self._writer.jsonl_path
+
+  def _work(self) -> None:
+    while (job := self._queue.get()) is not None:
+      try:
+        if self._error is None:
+          job()
+      except BaseException as e:  # Raised in the caller's thread at its next call.
+        self._error = e
+      finally:
+        self._queue.task_done()
+    self._queue.task_done()
+
+  def _raise_error(self) -> None:
+    if self._error is not None:
+      error, self._error = self._error, None
+      raise error
+
+  def submit(self, fn, *args) -> None:
+    """Queues fn(*args) (e.g. a plot) to run after the writes queued before it."""
+    self._raise_error()
+    self._queue.put(lambda: fn(*args))
+
+  def write(self, step: int, scalars: dict[str, float]) -> None:
+    """Queues one record; same contract as MetricWriter.write."""
+    self.submit(self._writer.write, step, dict(scalars))
+
+  def write_hparams(self, config, **kwargs) -> None:
+    """Queues MetricWriter.write_hparams."""
+    self.submit(lambda: self._writer.write_hparams(config, **kwargs))
+
+  def flush(self) -> None:
+    """Blocks until everything queued so far is written."""
+    self._queue.join()
+    self._raise_error()
+
+  def __enter__(self) -> 'AsyncWriter':
+    return self
+
+  def __exit__(self, exc_type, exc, tb) -> None:
+    if exc is None:
+      self.flush()
+      return
+    try:  # On error: write what was queued, then let the error propagate.
+      self.close()
+    except Exception as e:  # pylint: disable=broad-except
+      print(f'warning: metrics not fully written: {e}', file=sys.stderr)
+
+  def close(self) -> None:
+    if self._thread.is_alive():
+      self._queue.put(None)
+      self._thread.join()
+    self._writer.close()
+    self._raise_error()
+
+
 def flatten_hparams(config) -> dict[str, bool | int | float | str]:
   """{'optim.learning_rate': 0.1, 'model.fc_hidden': '(256,)', ...}: HParams' value types."""
   out = {}

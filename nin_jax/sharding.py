@@ -77,6 +77,18 @@ def exit_after_failure(exc: BaseException) -> None:
   os._exit(1)
 
 
+def gather_from_processes(value: int) -> list[int]:
+  """Every process's `value`, in process order, on every process.
+
+  One small all-gather that all processes must call together: how they agree
+  on a decision that depends on what each host sees.
+  """
+  if jax.process_count() == 1:
+    return [int(value)]
+  from jax.experimental import multihost_utils
+  return [int(v) for v in multihost_utils.process_allgather(np.int32(value))]
+
+
 def _cluster_detected() -> bool:
   """True where `jax.distributed.initialize()` can find its peers by itself.
 
@@ -150,7 +162,20 @@ class DataParallel:
     return jax.tree.map(put, local_batch)
 
   def replicate(self, tree):
-    return jax.device_put(tree, self.replicated)
+    """Host values (a pytree) → arrays replicated on every device of the mesh.
+
+    Each process places its own copy on its own devices, and nothing crosses
+    hosts: `jax.device_put` onto a mesh that spans processes would first
+    all-gather every leaf to check that all hosts passed equal values (for an
+    on-device training split, the whole split). The values must be equal on
+    every host (they derive from the config and the seed); values computed on
+    device are better made by `jax.jit(fn, out_shardings=self.replicated)`.
+    """
+    def put(x):
+      x = np.asarray(x)
+      return jax.make_array_from_callback(x.shape, self.replicated,
+                                          lambda index: x[index])
+    return jax.tree.map(put, tree)
 
   def assert_replicas_agree(self, tree, what: str = 'train state') -> None:
     """Multi-process: raises unless every device of every process holds the same

@@ -62,16 +62,32 @@ def build_model(model_config, num_classes: int, input_shape, *, seed: int = 0) -
 
 
 def create_train_state(config, num_classes: int, input_shape, steps_per_epoch: int,
-                       total_steps: int) -> tuple[TrainState, Task]:
-  model = build_model(config.model, num_classes, input_shape, seed=config.seed)
-  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  params, rest = nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
-  schedule = optim.learning_rate_schedule(config.optim, steps_per_epoch, total_steps)
-  bias_schedule = optim.bias_learning_rate_schedule(config.optim, steps_per_epoch, total_steps)
-  tx = optim.create_optimizer(config.optim, model.param_roles(params), schedule, bias_schedule)
-  state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                     batch_stats=rest, opt_state=tx.init(params))
-  return state, Task(graphdef, tx, schedule, num_classes, config)
+                       total_steps: int, *, sharding=None) -> tuple[TrainState, Task]:
+  """The initial train state and the run's static Task.
+
+  With `sharding`, one jit creates the state straight into arrays of that
+  sharding: no host value is copied to a device. (On a mesh that spans
+  processes, `jax.device_put` of host values first all-gathers every leaf to
+  check that all hosts passed the same values.)
+  """
+  task = None
+
+  def init() -> TrainState:
+    nonlocal task
+    model = build_model(config.model, num_classes, input_shape, seed=config.seed)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    params, rest = nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
+    schedule = optim.learning_rate_schedule(config.optim, steps_per_epoch, total_steps)
+    bias_schedule = optim.bias_learning_rate_schedule(config.optim, steps_per_epoch,
+                                                      total_steps)
+    tx = optim.create_optimizer(config.optim, model.param_roles(params), schedule,
+                                bias_schedule)
+    task = Task(graphdef, tx, schedule, num_classes, config)  # Static: safe out of a trace.
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=rest, opt_state=tx.init(params))
+
+  state = init() if sharding is None else jax.jit(init, out_shardings=sharding)()
+  return state, task
 
 
 def _cross_entropy(logits, labels, num_classes: int, label_smoothing: float):

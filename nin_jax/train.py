@@ -133,8 +133,8 @@ def _train_and_evaluate(config, workdir: str, profile_steps, allow_config_change
   eval_every = max(1, int(round(config.eval_every_epochs * steps_per_epoch)))
 
   state, task = steps.create_train_state(config, data.num_classes, data.image_shape,
-                                   steps_per_epoch, total_steps)
-  state = dp.replicate(state)
+                                         steps_per_epoch, total_steps,
+                                         sharding=dp.replicated)
   checkpointer = checkpoint_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
   abstract = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
@@ -155,7 +155,8 @@ def _train_and_evaluate(config, workdir: str, profile_steps, allow_config_change
     event_files.drop_events_after(os.path.join(workdir, 'tensorboard'), start_step)
     run_history.record_launch(workdir, config, start_step=start_step, total_steps=total_steps,
                               steps_per_epoch=steps_per_epoch, diff=config_changes)
-  writer = metrics.MetricWriter(workdir)
+  # Process 0's writes run in a background thread: storage never stalls the steps.
+  writer = metrics.AsyncWriter(metrics.MetricWriter(workdir))
   if jax.process_index() == 0:
     if not start_step:  # Once per run: the HParams view pairs it with the scalars.
       writer.write_hparams(config, trial_id=os.path.basename(workdir))
@@ -202,7 +203,9 @@ def _train_and_evaluate(config, workdir: str, profile_steps, allow_config_change
 
   progress = metrics.Progress(total_steps, steps_per_epoch, config.optim.batch_size,
                               start_step)
-  sums = dp.replicate(steps.zero_train_sums())
+  # Made on device: a host value would be equality-checked across hosts at every log.
+  zero_sums = jax.jit(steps.zero_train_sums, out_shardings=rep)
+  sums = zero_sums()
   last_eval: dict[str, float] = {}
   on_device = config.dataset.on_device
   # Small datasets fit in device memory: the host then sends only indices.
@@ -216,7 +219,7 @@ def _train_and_evaluate(config, workdir: str, profile_steps, allow_config_change
   step = start_step
   profiler = profiling.StepProfiler(os.path.join(workdir, profiling.PROFILE_DIR), profile_steps)
   pause_steps = {int(s) for s in config.testing.pause_at_steps}
-  with Preemption() as preemption:
+  with Preemption() as preemption, writer:  # Leaving it flushes the writes, error or not.
     while step < total_steps:
       with profiler.step(step):
         state, sums = p_train_step(state, sums, dp.to_global(next(batches)), device_data)
@@ -242,7 +245,7 @@ def _train_and_evaluate(config, workdir: str, profile_steps, allow_config_change
         images_per_s = progress.report(step, scalars)
         writer.write(step, {**scalars, 'train/images_per_s': images_per_s,
                             'epoch': step / steps_per_epoch})
-        sums = dp.replicate(steps.zero_train_sums())
+        sums = zero_sums()
       if step % eval_every == 0 or is_last:
         t0 = time.time()
         with progress.paused():
@@ -267,12 +270,12 @@ def _train_and_evaluate(config, workdir: str, profile_steps, allow_config_change
   profiler.close()  # The run ended before step B.
   dp.assert_replicas_agree(state)  # Multi-process: every host ends with the same model.
   checkpointer.close()
-  writer.close()
   if step == total_steps and not last_eval:  # Resumed after the end: report only.
     last_eval = evaluate(state)
+  if step == total_steps and jax.process_index() == 0 and config.write_plots:
+    writer.submit(metrics.plot_curves, workdir)  # After the records it plots.
+  writer.close()
   if step == total_steps and jax.process_index() == 0:
-    if config.write_plots:
-      metrics.plot_curves(workdir)
     with open(os.path.join(workdir, 'final_metrics.json'), 'w') as f:
       json.dump({'step': step, **{k: float(v) for k, v in last_eval.items()}}, f, indent=2)
     params, rest = jax.tree.map(lambda x: x.addressable_data(0),

@@ -8,6 +8,7 @@ each, CPU collectives over Gloo) running the command line end to end.
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -115,21 +116,25 @@ def free_port() -> int:
 
 
 class Pair:
-  """Two processes of one `jax.distributed` run of experiments/fashion_mnist.py."""
+  """The processes of one `jax.distributed` run (two, or `processes`) of
+  experiments/fashion_mnist.py (or `script`, which takes its flags), 2 CPU
+  devices each; `process_env[pid]` adds to process pid's environment."""
 
-  def __init__(self, workdir, overrides, logdir, *, extra_args=(), env=None):
+  def __init__(self, workdir, overrides, logdir, *, extra_args=(), env=None,
+               processes=2, script=None, process_env=None):
     port = free_port()
     self.logs = []
     self.procs = []
-    for pid in range(2):
+    script = script or os.path.join(REPO, 'experiments', 'fashion_mnist.py')
+    for pid in range(processes):
       env_p = {**os.environ, 'PYTHONPATH': REPO, 'JAX_PLATFORMS': 'cpu',
                'XLA_FLAGS': '--xla_force_host_platform_device_count=2',
                # The coordinator listens on loopback only, not on every interface.
-               'JAX_COORDINATOR_BIND_ADDRESS': f'127.0.0.1:{port}', **(env or {})}
-      args = [sys.executable, os.path.join(REPO, 'experiments', 'fashion_mnist.py'),
-              f'--workdir={workdir}',
+               'JAX_COORDINATOR_BIND_ADDRESS': f'127.0.0.1:{port}', **(env or {}),
+               **((process_env or {}).get(pid, {}))}
+      args = [sys.executable, script, f'--workdir={workdir}',
               *[f'--config.{k}={v}' for k, v in overrides.items()],
-              f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
+              f'--coordinator_address=127.0.0.1:{port}', f'--num_processes={processes}',
               f'--process_id={pid}', *extra_args]
       out, err = (os.path.join(logdir, f'p{pid}.{s}') for s in ('out', 'err'))
       self.logs.append((out, err))
@@ -163,14 +168,14 @@ class Pair:
         p.wait()
 
 
-def run_pair(workdir, overrides, logdir, **kwargs):
+def run_pair(workdir, overrides, logdir, *, timeout=PAIR_TIMEOUT_S, **kwargs):
   os.makedirs(logdir, exist_ok=True)
   pair = Pair(workdir, overrides, logdir, **kwargs)
   try:
-    codes = pair.wait()
+    codes = pair.wait(timeout)
   finally:
     pair.kill()
-  for pid in range(2):
+  for pid in range(len(codes)):
     assert codes[pid] == 0, f'process {pid}:\n' + pair.stderr(pid)[-3000:]
   return pair
 
@@ -268,3 +273,106 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path, cache_env)
   assert len(stopped[0]) == 1 and stopped[0] == stopped[1], stopped
   step = int(stopped[0][0].split('stopped at step ')[1].split()[0])
   assert (workdir / 'checkpoints' / str(step)).is_dir()
+
+
+PROBE = os.path.join(REPO, 'tests', 'multihost_probe.py')
+# Only process 0 writes JAX's persistent compilation cache, so on a resume it
+# loads the train step while its peers compile it; a peer more than 30 s late
+# (a loaded CI box) trips Gloo's fixed connect timeout. Compiling everywhere
+# keeps the processes in step.
+NO_COMPILATION_CACHE = ['--compilation_cache_dir=']
+
+
+def probe_reports(out, processes=2):
+  return [json.loads(open(f'{out}.{pid}.json').read()) for pid in range(processes)]
+
+
+@pytest.fixture(scope='module')
+def probed_run(tmp_path_factory, cache_env):
+  """A pair trains STEPS steps with the training split on device, probed
+  (tests/multihost_probe.py): returns (workdir, each process's report)."""
+  root = tmp_path_factory.mktemp('probed')
+  out = root / 'probe'
+  run_pair(root / 'w', {**RANDOM, 'max_steps': STEPS, 'dataset.on_device': True},
+           root / 'logs', script=PROBE, env={**cache_env, 'NIN_PROBE_OUT': str(out)})
+  return root / 'w', probe_reports(out)
+
+
+def test_no_cross_host_equality_checks_in_the_loop_or_for_the_dataset(probed_run):
+  # Host values device_put onto a multi-process mesh are all-gathered and
+  # compared leaf by leaf (multihost_utils.assert_equal). The state and the
+  # metric sums are made on device and the training split is placed by each
+  # host for itself, so the step loop makes no such check, and the split
+  # (TINY's 512 images) never crosses hosts.
+  _, reports = probed_run
+  for pid, report in enumerate(reports):
+    checks = report['equality_checks']
+    by_phase = {p: sum(c['phase'] == p for c in checks) for p in ('start-up', 'loop', 'end')}
+    print(f'process {pid}: assert_equal calls by phase {by_phase}')
+    assert by_phase['loop'] == 0, checks
+    assert not [c for c in checks if any(s[:1] == [TINY['dataset.train_subset']]
+                                         for s in c['shapes'])], checks
+    # Start-up leaves nothing the size of the train state to compare either.
+    assert by_phase['start-up'] <= 2, checks
+
+
+def test_a_checkpoint_only_one_process_cannot_read_is_set_aside_by_both(
+    probed_run, tmp_path):
+  # Process 1 alone cannot read the newest checkpoint (step 8). Both processes
+  # must learn it, set step 8 aside, restore step 4 and train on to step 8:
+  # not a hang with one process at step 8 and the other at step 4.
+  straight, _ = probed_run
+  workdir = tmp_path / 'w'
+  shutil.copytree(straight / 'checkpoints', workdir / 'checkpoints')
+  out = tmp_path / 'probe'
+  run_pair(workdir, {**RANDOM, 'max_steps': STEPS, 'dataset.on_device': True},
+           tmp_path / 'logs', script=PROBE, timeout=240,
+           extra_args=NO_COMPILATION_CACHE, env={'NIN_PROBE_OUT': str(out)},
+           process_env={1: {'NIN_PROBE_UNREADABLE_STEP': str(STEPS)}})
+  reports = probe_reports(out)
+  assert [r['restored_step'] for r in reports] == [4, 4]
+  assert (workdir / 'checkpoints' / f'{STEPS}.corrupt-0').is_dir()
+  assert (workdir / 'checkpoints' / str(STEPS)).is_dir()  # Written again.
+  assert_same_model(straight, workdir, STEPS)
+
+
+def test_four_processes_stop_together_on_sigterm_and_resume_to_the_one_process_result(
+    tmp_path):
+  # The largest run a CI box can simulate: 4 processes × 2 CPU devices. One
+  # process gets SIGTERM mid-run; all four must stop at the same step with a
+  # checkpoint there, a new launch resumes from it, and the final model equals
+  # a 1-process, 1-device run of the same global batches.
+  workdir, t0 = tmp_path / 'w', time.time()
+  os.makedirs(tmp_path / 'first')
+  cluster = Pair(workdir, {**RANDOM, 'num_epochs': 1000.0}, tmp_path / 'first',
+                 processes=4, extra_args=NO_COMPILATION_CACHE)
+  try:
+    deadline = time.time() + PAIR_TIMEOUT_S
+    while 'step 4/' not in cluster.stdout(0):
+      assert all(p.poll() is None for p in cluster.procs), cluster.stderr(0)[-3000:]
+      assert time.time() < deadline, 'the processes never started training'
+      time.sleep(0.5)
+    os.kill(cluster.procs[2].pid, signal.SIGTERM)
+    codes = cluster.wait()
+  finally:
+    cluster.kill()
+  assert codes == [0] * 4, [cluster.stderr(pid)[-2000:] for pid in range(4)]
+  stopped = [[l for l in cluster.stdout(pid).splitlines() if '(preempted)' in l]
+             for pid in range(4)]
+  assert len(stopped[0]) == 1 and all(s == stopped[0] for s in stopped), stopped
+  stop = int(stopped[0][0].split('stopped at step ')[1].split()[0])
+  assert (workdir / 'checkpoints' / str(stop)).is_dir()
+  first_s = time.time() - t0
+
+  end = stop + 4
+  second = run_pair(workdir, {**RANDOM, 'max_steps': end}, tmp_path / 'second',
+                    processes=4, extra_args=NO_COMPILATION_CACHE)
+  assert f'resuming at step {stop}' in second.stdout(0)
+  assert all(final_line(second.stdout(pid)) == final_line(second.stdout(0)) != []
+             for pid in range(4))
+  reference = tmp_path / 'one'
+  proc = run_cli('fashion_mnist.py', reference, {**RANDOM, 'max_steps': end}, devices=1)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  print(f'4 processes stopped together at step {stop} ({first_s:.0f} s), resumed to '
+        f'step {end}; total {time.time() - t0:.0f} s')
+  assert_same_model(reference, workdir, end)

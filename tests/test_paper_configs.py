@@ -164,3 +164,32 @@ def test_imagenet_missing_is_a_clear_error(tmp_path):
   from nin_jax import datasets
   with pytest.raises(datasets.DatasetError, match='manual_dir'):
     imagenet_input.ImageNetData(str(tmp_path))
+
+
+def test_imagenet_resumes_at_step_k_without_reading_a_record_of_the_steps_before():
+  # The stream's position is the step: resumed at k it yields exactly the
+  # straight run's batches k, k+1, ... and reads none of the records that
+  # steps 0..k-1 consumed (tf.data's skip() used to read all of them again).
+  k, batch, n = 5, 4, 3
+  with tfds.testing.mock_data(num_examples=48):
+    straight_data = imagenet_input.ImageNetData(None, crop=32)
+    stream = straight_data.train_batches(batch, seed=0)
+    straight = [next(stream) for _ in range(k + n)]
+    data = imagenet_input.ImageNetData(None, crop=32)
+    source = data._train_source()
+    read = []
+    data._source = type('Recorded', (), {
+        '__len__': lambda self: len(source),
+        '__getitem__': lambda self, i: read.append(i) or source[i]})()
+    stream = data.train_batches(batch, seed=0, start_step=k)
+    resumed = [next(stream) for _ in range(n)]
+  for want, got in zip(straight[k:], resumed):
+    np.testing.assert_array_equal(got['image'], want['image'])
+    np.testing.assert_array_equal(got['label'], want['label'])
+  before_k = {int(i) for step in range(k)
+              for i in input_pipeline.train_indices(48, batch, 0, step)}
+  print(f'resumed at step {k}: {len(read)} records read, '
+        f'{len(before_k & set(read))} of them consumed before step {k}')
+  assert not before_k & set(read)
+  assert len(read) <= (n + 3) * batch  # Only what the next batches (and prefetch) need.
+  assert data.records_read == len(read)
