@@ -16,12 +16,23 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from absl import logging
+from etils import epath
 
 from nin_jax import sharding, storage
 
 
 class CheckpointError(RuntimeError):
   """No checkpoint in the workdir could be restored."""
+
+
+class CheckpointMismatch(CheckpointError):
+  """A checkpoint reads back but does not fit the state this config builds."""
+
+  def __init__(self, step: int, directory: str, differences: list[str]):
+    self.step, self.directory, self.differences = step, directory, differences
+    super().__init__(f'checkpoint at step {step} in {directory} does not fit this config '
+                     f'({"; ".join(differences[:3])}'
+                     f'{f"; {len(differences) - 3} more" if len(differences) > 3 else ""})')
 
 
 class _CheckpointManager(ocp.CheckpointManager):
@@ -111,7 +122,11 @@ class Checkpointer:
     """
     tried = []
     while (step := self._agreed_latest_step()) is not None:
-      state, error = self._read(step, abstract_state)
+      differences, error = self._classify(step, abstract_state)
+      if agreed_failures(bool(differences)):  # Reads, but another shape: not damage.
+        raise CheckpointMismatch(step, self.directory,
+                                 differences or ['seen by another process'])
+      state, error = self._read(step, abstract_state) if error is None else (None, error)
       failed = agreed_failures(error is not None)
       if not failed:
         logging.info('restored checkpoint at step %d from %s', step, self.directory)
@@ -128,6 +143,33 @@ class Checkpointer:
           'damaged (moved aside as *.corrupt-*). Delete them, or start a fresh '
           'workdir, to train from scratch.')
     return None
+
+  def _classify(self, step: int, abstract_state):
+    """(differences, None), or ([], the error) if the metadata cannot be read: damage."""
+    try:
+      return self.differences(step, abstract_state), None
+    except Exception as e:  # Metadata missing or garbled.
+      return [], e
+
+  def differences(self, step: int, abstract_state) -> list[str]:
+    """How checkpoint `step`'s arrays differ from `abstract_state` ([] if they fit).
+
+    Read from the checkpoint's metadata alone, before any array: a damaged
+    checkpoint raises here only if its metadata is damaged, and one saved
+    under another config shows as different paths, shapes or dtypes.
+    """
+    path = os.path.join(self.directory, str(step), 'default')
+    reader = ocp.StandardCheckpointHandler()
+    try:
+      saved = _flat_arrays(reader.metadata(epath.Path(path)))
+    finally:
+      reader.close()
+    wanted = _flat_arrays(ocp.tree.serialize_tree(abstract_state, keep_empty_nodes=True))
+    differences = [f'{p}: missing in the checkpoint' for p in wanted if p not in saved]
+    differences += [f'{p}: in the checkpoint only' for p in saved if p not in wanted]
+    differences += [f'{p}: {saved[p]} (checkpoint) vs {wanted[p]} (now)'
+                    for p in wanted if p in saved and saved[p] != wanted[p]]
+    return differences
 
   def _read(self, step: int, abstract_state):
     """(state, None), or (None, the exception) if this process cannot read `step`."""
@@ -198,6 +240,13 @@ def load_for_inspection(workdir, step: int | None = None):
       lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
       checkpointer.metadata(path).item_metadata)
   return checkpointer.restore(path, target)
+
+
+def _flat_arrays(tree) -> dict[str, str]:
+  """'a/b/c' → 'float32[3, 4]' for every array leaf of a (serialized) tree."""
+  flat = ocp.tree.to_flat_dict(tree)
+  return {'/'.join(map(str, p)): f'{jnp.dtype(v.dtype).name}{list(v.shape)}'
+          for p, v in flat.items() if hasattr(v, 'shape') and hasattr(v, 'dtype')}
 
 
 def fingerprint(state) -> list[int]:

@@ -20,7 +20,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from nin_jax import accelerators, checkpoint, configs, datasets, sharding, storage
+from nin_jax import accelerators, checkpoint, config_file, configs, datasets, sharding, storage
 
 # Quiet start: TensorFlow's and XLA's C++ INFO lines ("oneDNN custom operations
 # are on", "All log messages before absl::InitializeLog()...") are hidden;
@@ -56,6 +56,10 @@ def _define_flags(default_config: str) -> None:
   flags.DEFINE_string('compilation_cache_dir', os.path.join('~', '.cache', 'nin_jax', 'xla'),
                       "JAX's persistent compilation cache: a rerun or resume skips "
                       "recompiling ('' = off).")
+  flags.DEFINE_bool('allow_config_change', False,
+                    'Resume even though the config changes what a step means '
+                    '(batch size, data, model...); the change is recorded in '
+                    'the workdir\'s launches.jsonl.')
   flags.DEFINE_string('profile_steps', '',
                       'A:B traces steps A to B-1 with jax.profiler into <workdir>/profile '
                       '(open with `tensorboard --logdir <workdir>/profile`).')
@@ -66,8 +70,8 @@ def _define_flags(default_config: str) -> None:
                     'Train on the CPU even though TPU chips or NVIDIA GPUs are '
                     'present (by default that stops the run: jax lacks their backend).')
   # `--help` lists the main module's key flags: make these the script's own.
-  for name in ('config', 'print_config', 'workdir', 'profile_steps', 'coordinator_address',
-               'num_processes', 'process_id', 'compilation_cache_dir', 'heartbeat_timeout_s',
+  for name in ('config', 'print_config', 'workdir', 'profile_steps', 'allow_config_change',
+               'coordinator_address', 'num_processes', 'process_id', 'compilation_cache_dir', 'heartbeat_timeout_s',
                'allow_cpu'):
     FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
 
@@ -80,6 +84,11 @@ def main() -> None:
 def run(default_config: str) -> None:
   """Entry point of experiments/*.py: parse flags, train, report."""
   sys.argv[1:] = configs.expand_names(sys.argv[1:])
+  try:  # Before ml_collections imports it: a bad file is one line, not a traceback.
+    config_file.check(config_file.path_from_argv(sys.argv, default_config))
+  except config_file.ConfigFileError as e:
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    sys.exit(2)
   try:
     # config_flags applies --config.* overrides here, while defining the flag.
     _define_flags(default_config)
@@ -121,7 +130,12 @@ def _main(argv):
       accelerators.check_backend(root=config.testing.hardware_root)
     from nin_jax import profiling
     result = train.train_and_evaluate(
-        config, workdir, profile_steps=profiling.parse_steps(FLAGS.profile_steps))
+        config, workdir, profile_steps=profiling.parse_steps(FLAGS.profile_steps),
+        allow_config_change=FLAGS.allow_config_change)
+  except KeyboardInterrupt:  # Ctrl-C outside the train loop (which saves first).
+    print('interrupted; rerun the same command to resume from the last checkpoint',
+          file=sys.stderr, flush=True)
+    sys.exit(130)
   except USER_ERRORS as e:
     print(f'error: {e}', file=sys.stderr, flush=True)
     sys.exit(2)
@@ -132,7 +146,9 @@ def _main(argv):
     if sharding.is_multiprocess():  # Most likely a dead peer: say so, exit now.
       sharding.exit_after_failure(e)
     raise
-  if result.get('preempted'):
+  if result.get('preempted') and result.get('signal') == 'SIGINT':
+    print(f'interrupted at step {result["step"]}; rerun the same command to resume')
+  elif result.get('preempted'):
     print(f'stopped at step {result["step"]} (preempted); rerun the same command to resume')
   elif 'test/accuracy' in result:
     print(f'final test accuracy {result["test/accuracy"]:.4f} '

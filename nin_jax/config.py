@@ -10,6 +10,7 @@ before anything is compiled.
 
 from __future__ import annotations
 
+import difflib
 import os
 
 import ml_collections
@@ -113,6 +114,30 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+# Fields a run may change when it resumes from a checkpoint: they change how
+# long it trains, the learning rate from here on, or what it logs and keeps,
+# never what one step is (batch, data, order, model). Every other field is
+# fixed by the run's first launch; changing it needs --allow_config_change.
+# A new field belongs here only if that holds for it.
+RESUME_SAFE_FIELDS = (
+    'num_epochs', 'max_steps', 'eval_batch_size', 'eval_every_epochs',
+    'log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints', 'write_plots',
+    'testing.*',
+    'dataset.data_dir', 'dataset.idx_dir', 'dataset.cache_dir', 'dataset.test_subset',
+    'dataset.on_device', 'model.conv_impl',
+    'optim.learning_rate', 'optim.schedule', 'optim.decay_epochs', 'optim.decay_factor',
+    'optim.warmup_epochs', 'optim.momentum', 'optim.nesterov', 'optim.weight_decay',
+    'optim.bias_lr_mult', 'optim.last_layer_lr_mult', 'optim.last_layer_bias_lr_mult',
+    'optim.decay_scope', 'optim.label_smoothing',
+)
+
+
+def resume_safe(field: str) -> bool:
+  """Whether `field` (dotted, e.g. 'optim.learning_rate') may change on resume."""
+  return any(field == f or (f.endswith('.*') and field.startswith(f[:-1]))
+             for f in RESUME_SAFE_FIELDS)
+
+
 def lock(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.lock()
   return config
@@ -128,6 +153,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not ok:
       raise ValueError(f'config.{field}={_get(config, field)!r}: {why}')
 
+  _check_known_fields(config, base_config())
   d, m, o = config.dataset, config.model, config.optim
   check(d.name in datasets.DATASETS, 'dataset.name',
         f'unknown dataset; choose one of {sorted(datasets.DATASETS)}')
@@ -193,6 +219,22 @@ def validate(config: ml_collections.ConfigDict) -> None:
         'testing.pause_at_steps', 'steps must be positive')
   check(os.path.isdir(config.testing.hardware_root), 'testing.hardware_root',
         'must be an existing directory')
+
+
+def _check_known_fields(config, schema, prefix: str = '') -> None:
+  """A key the schema lacks (a typo in a config file) is an error naming the nearest one.
+
+  The command line refuses unknown keys itself; a config file can add them
+  to the (unlocked) dict it builds, so they are checked against the schema.
+  """
+  for key, value in config.items():
+    if key not in schema:
+      near = difflib.get_close_matches(key, list(schema.keys()), n=1)
+      hint = f'; did you mean {prefix}{near[0]}?' if near else ''
+      raise ValueError(f'config.{prefix}{key} is not a config field{hint} '
+                       '(set in the config file?)')
+    if isinstance(schema[key], ml_collections.ConfigDict):
+      _check_known_fields(value, schema[key], f'{prefix}{key}.')
 
 
 def _get(config, dotted: str):

@@ -114,8 +114,8 @@ def load(dataset: ml_collections.ConfigDict) -> InMemoryData:
   train_x, train_y = _concat(train_parts)
   val_x, val_y = _concat(val_parts)
   test_x, test_y = read('test')
-  train_x, train_y = _subset(train_x, train_y, dataset.train_subset)
-  test_x, test_y = _subset(test_x, test_y, dataset.test_subset)
+  train_x, train_y = _subset(train_x, train_y, dataset.train_subset, f'{dataset.name} train')
+  test_x, test_y = _subset(test_x, test_y, dataset.test_subset, f'{dataset.name} test')
   # Validation and test images are transformed with the training split's statistics.
   fitted = fit_preprocessing(dataset, train_x)
   train_x, test_x = (apply_preprocessing(dataset, fitted, x) for x in (train_x, test_x))
@@ -158,8 +158,11 @@ def _concat(parts):
   return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def _subset(images, labels, limit: int):
+def _subset(images, labels, limit: int, split: str):
   """A fixed, class-mixed subset: the first `limit` of a seeded permutation."""
+  if limit > len(labels):  # `split` is e.g. 'cifar10 train'.
+    raise ValueError(f'config.dataset.{split.split()[-1]}_subset={limit} is larger than the '
+                     f'{len(labels)} images of the {split} split')
   if not limit:
     return images, labels
   keep = np.sort(np.random.default_rng(1234).permutation(len(labels))[:limit])

@@ -13,10 +13,12 @@ it had not stopped.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import signal
+import sys
 import time
 
 import jax
@@ -27,16 +29,22 @@ from flax import nnx
 
 from nin_jax import checkpoint as checkpoint_lib
 from nin_jax import config as config_lib
-from nin_jax import (datasets, dispatch, input_pipeline, metrics, predict, profiling,
-                     sharding, steps, storage)
+from nin_jax import (datasets, dispatch, event_files, failures, input_pipeline, metrics,
+                     predict, profiling, run_history, sharding, steps, storage, workdir_lock)
 
 
 class Preemption:
-  """Turns SIGTERM into a request to checkpoint and exit at the next step."""
+  """Turns SIGTERM or a Ctrl-C into a request to checkpoint and exit at the next step.
+
+  A second Ctrl-C aborts at once, without saving.
+  """
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
   def __init__(self):
     self.requested = False
-    self._previous = None
+    self.signal = None  # The name of the signal that asked, e.g. 'SIGINT'.
+    self._previous = {}
 
   def __enter__(self):
     if jax.process_count() > 1:
@@ -45,18 +53,23 @@ class Preemption:
       # and a process stopping on its own leaves the others in a collective.
       return self
     try:
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
+      self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
     except ValueError:  # Not the main thread (e.g. inside a test runner thread).
-      self._previous = None
+      self._previous = {}
     return self
 
   def _handle(self, signum, frame):
-    logging.warning('SIGTERM: saving a checkpoint and stopping at the next step')
-    self.requested = True
+    name = signal.Signals(signum).name
+    if self.requested and signum == signal.SIGINT:
+      print('second Ctrl-C: stopping now, without saving', file=sys.stderr, flush=True)
+      os._exit(130)  # At once: no checkpoint, no cleanup (the lock is seen as stale).
+    logging.warning('%s: saving a checkpoint and stopping at the next step%s', name,
+                    ' (Ctrl-C again to stop now)' if signum == signal.SIGINT else '')
+    self.requested, self.signal = True, name
 
   def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for signum, previous in self._previous.items():
+      signal.signal(signum, previous)
 
   def should_stop(self, step: int) -> bool:
     if jax.process_count() > 1:
@@ -71,16 +84,38 @@ class NonFiniteError(FloatingPointError):
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       profile_steps: tuple[int, int] | None = None) -> dict:
+                       profile_steps: tuple[int, int] | None = None,
+                       allow_config_change: bool = False) -> dict:
   """Trains and evaluates config's run in workdir, resuming if it holds checkpoints.
 
   profile_steps: (A, B) traces steps A..B-1 with jax.profiler into
   workdir/profile (nin_jax/profiling.py).
+  Holds the workdir's lock throughout. Resuming with a config that changes
+  what a step means is refused unless `allow_config_change`.
   Returns the final metrics (test accuracy etc.) as a dict.
   """
   config_lib.validate(config)
   workdir = storage.workdir_path(workdir)  # A local directory or a gs:// URL.
+  created = not workdir.exists()
   _check_workdir(workdir)
+  failures.quiet_library_noise()
+  try:
+    # The lock is a POSIX file (an atomic hard link); a bucket has none yet.
+    lock = (contextlib.nullcontext() if storage.is_remote(workdir)
+            else workdir_lock.held(str(workdir)))
+    with lock:
+      return _train_and_evaluate(config, workdir, profile_steps, allow_config_change)
+  except BaseException as e:
+    if created and jax.process_index() == 0:  # A run that wrote nothing leaves nothing.
+      with contextlib.suppress(OSError):
+        if not storage.is_remote(workdir):
+          os.rmdir(workdir)  # Only if empty.
+    if failures.is_out_of_space(e):
+      raise failures.disk_full_error(workdir) from None
+    raise
+
+
+def _train_and_evaluate(config, workdir: str, profile_steps, allow_config_change: bool) -> dict:
   dp = sharding.DataParallel.create()
   dp.check_batch_size(config.optim.batch_size, 'optim.batch_size')
   eval_batch = config_lib.eval_batch_size(config)
@@ -104,15 +139,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   checkpointer = checkpoint_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
   abstract = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
-  restored = checkpointer.restore_latest(abstract)
+  try:
+    restored = checkpointer.restore_latest(abstract)
+  except checkpoint_lib.CheckpointMismatch as e:
+    checkpointer.close()
+    raise run_history.mismatch_error(e, workdir, config) from None
   if restored is not None:
     state = restored
   start_step = int(state.step)
+  config_changes = run_history.check_resume(workdir, config, start_step, allow_config_change
+                                            ) if start_step else []
+  schedule_note = run_history.schedule_change(
+      workdir, config, step=start_step, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
+  if jax.process_index() == 0:
+    _truncate_metrics(workdir / metrics.METRICS_FILE, start_step)
+    event_files.drop_events_after(workdir / 'tensorboard', start_step)
+    run_history.record_launch(workdir, config, start_step=start_step, total_steps=total_steps,
+                              steps_per_epoch=steps_per_epoch, diff=config_changes)
   # Process 0's writes run in a background thread: storage never stalls the steps.
   writer = metrics.AsyncWriter(metrics.MetricWriter(workdir))
   if jax.process_index() == 0:
-    _truncate_metrics(writer.jsonl_path, start_step)
-    storage.write_atomic(workdir / 'config.json', config.to_json_best_effort(indent=2))
     if not start_step:  # Once per run: the HParams view pairs it with the scalars.
       writer.write_hparams(config, trial_id=workdir.name)
     predict.write_inference_files(workdir, config, data.preprocessing, predict.class_names(
@@ -123,6 +169,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       f'process(es), global batch {config.optim.batch_size}, '
       f'{"resuming at" if start_step else "starting at"} step {start_step} of '
       f'{total_steps} ({steps_per_epoch} per epoch); workdir {workdir}')
+  if config_changes:
+    metrics.console('config changed on resume: ' + run_history.describe(
+        config_changes, 'before', 'now'))
+  if schedule_note:
+    metrics.console(schedule_note)
 
   rep, bat = dp.replicated, dp.batch
   p_train_step = jax.jit(
@@ -255,7 +306,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     params, rest = jax.tree.map(lambda x: x.addressable_data(0),
                                 (state.params, state.batch_stats))
     predict.export(workdir, nnx.merge(task.graphdef, params, rest))
-  return {'step': step, 'preempted': step < total_steps,
+  return {'step': step, 'preempted': step < total_steps, 'signal': preemption.signal,
           **{k: float(v) for k, v in last_eval.items()}}
 
 

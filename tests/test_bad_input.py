@@ -6,6 +6,7 @@ are pure config go through `validate`, which the command line runs first.
 """
 
 import os
+import subprocess
 
 import pytest
 
@@ -68,6 +69,23 @@ CLI_CASES = {
     'TFDS dataset not prepared': (
         lambda tmp, f: ('cifar10.py', tmp / 'w', {**TINY, 'dataset.data_dir': str(tmp)}, []),
         "error: dataset 'cifar10' is not prepared in"),
+    'config file does not exist, with overrides': (
+        lambda tmp, f: ('fashion_mnist.py', tmp / 'w', {'num_epochs': 2.0}, [f'--config={tmp}/nope.py']),
+        'nope.py: [Errno 2] No such file or directory'),
+    'config file with a syntax error': (
+        lambda tmp, f: ('fashion_mnist.py', tmp / 'w', {}, [f'--config={tmp}/broken.py']),
+        'broken.py, line 3: syntax error: '),
+    'config path is a directory': (
+        lambda tmp, f: ('fashion_mnist.py', tmp / 'w', {'num_epochs': 2.0}, [f'--config={tmp}']),
+        'it is a directory; name a .py file with a get_config() function'),
+    'config file sets an unknown key': (
+        lambda tmp, f: ('fashion_mnist.py', tmp / 'w', {}, [f'--config={tmp}/typo.py']),
+        'error: config.optim.learnin_rate is not a config field; did you mean '
+        'optim.learning_rate?'),
+    'train subset larger than the split': (
+        lambda tmp, f: ('fashion_mnist.py', tmp / 'w', {**TINY, 'dataset.train_subset': 100000}, []),
+        'error: config.dataset.train_subset=100000 is larger than the 60000 images of the '
+        'fashion_mnist train split'),
     'checkpoints path is a file': (
         lambda tmp, f: ('fashion_mnist.py', f.parent, TINY, []),
         'checkpoints is a file, not a checkpoint directory'),
@@ -85,7 +103,16 @@ def test_cli_refuses_bad_input_cleanly(tmp_path, a_file, case):
     message = f'{tmp_path}/{message}'
   if case == 'TFDS dataset not prepared':
     message += f' {tmp_path}. Run `tfds build cifar10 --data_dir={tmp_path}`'
+  if case == 'config file with a syntax error':
+    (tmp_path / 'broken.py').write_text('def get_config():\n  config = dict(\n  return config)\n')
+  if case == 'config file sets an unknown key':
+    (tmp_path / 'typo.py').write_text(
+        'from experiments.configs import fashion_mnist\n\n'
+        'def get_config():\n  config = fashion_mnist.get_config()\n'
+        '  config.optim.learnin_rate = 0.001\n  return config\n')
   refused(run_cli(script, workdir, overrides, extra_args=extra), message)
+  if workdir != a_file and workdir != a_file.parent:
+    assert not workdir.exists()  # A refused run leaves no workdir behind.
 
 
 def test_cli_refuses_wrong_type_and_stray_arguments(tmp_path):
@@ -137,3 +164,20 @@ def test_validate_names_the_field_and_the_rule(field, value, message):
   with pytest.raises(ValueError) as error:
     config_lib.validate(config)
   assert str(error.value).startswith(f'config.{field}={value!r}: {message}')
+
+
+def test_full_disk_is_one_line_naming_the_path_and_the_free_space(tmp_path):
+  # A 256 KiB tmpfs (the test machine runs as root): the first checkpoint
+  # (~190 KiB) or the second cannot be written.
+  disk = tmp_path / 'disk'
+  disk.mkdir()
+  subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', str(disk)], check=True)
+  try:
+    proc = run_cli('fashion_mnist.py', disk / 'w', {**TINY, 'max_steps': 8})
+  finally:
+    subprocess.run(['umount', str(disk)], check=True)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert f'error: no space left on the device of {disk}/w (' in proc.stderr, proc.stderr[-3000:]
+  assert 'KiB free); free some space or use another --workdir' in proc.stderr
+  assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+  assert len(proc.stderr.splitlines()) <= 3, proc.stderr[-3000:]

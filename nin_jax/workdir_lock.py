@@ -1,0 +1,263 @@
+"""One writer per workdir: a lock file naming the run that holds it.
+
+`<workdir>/workdir.lock` holds the holder's host, pid, start time and a
+heartbeat the holder rewrites every `HEARTBEAT_S`. A second run on the same
+workdir is refused, naming the holder. A lock whose holder is gone is taken
+over with a warning: on the same host when its process no longer exists, on
+another host (shared storage) when its heartbeat is older than `STALE_AFTER_S`.
+
+Creation is atomic: a local (or NFS) lock is a hard link of a complete file,
+which fails if the lock exists; a gs:// lock is an object written with the
+precondition "generation 0" (does not exist yet), taken over and refreshed
+with "generation = the one I read", so two runs never both win.
+In a multi-process run only process 0 takes the lock, for all of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+
+import jax
+import numpy as np
+from absl import logging
+from etils import epath
+
+LOCK_FILE = 'workdir.lock'
+HEARTBEAT_S = 30.0
+STALE_AFTER_S = 300.0
+
+
+class WorkdirLockedError(ValueError):
+  """Another live run holds the workdir."""
+
+
+class WorkdirLock:
+  """The lock on one workdir; `acquire` it, `release` it when the run ends."""
+
+  def __init__(self, workdir: str, *, heartbeat_s: float = HEARTBEAT_S,
+               stale_after_s: float = STALE_AFTER_S):
+    self.path = epath.Path(workdir) / LOCK_FILE
+    self._store = _GcsObject(self.path) if str(self.path).startswith('gs://') else _LocalFile(self.path)
+    self._heartbeat_s, self._stale_after_s = heartbeat_s, stale_after_s
+    now = time.time()
+    self._record = {'host': socket.gethostname(), 'pid': os.getpid(), 'started': now,
+                    'started_utc': time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(now)),
+                    'process_start': _process_start(os.getpid()), 'token': uuid.uuid4().hex}
+    self._stop = threading.Event()
+    self._thread = None
+
+  def acquire(self) -> None:
+    """Takes the lock, or raises WorkdirLockedError naming the live holder."""
+    for _ in range(20):
+      if self._store.create(self._payload()):
+        break
+      holder, version = self._store.read()
+      if holder is None:  # Being written right now, or unreadable: look again.
+        if version is not None and time.time() - version[1] > self._stale_after_s:
+          self._store.remove(version)
+        time.sleep(0.1)
+        continue
+      reason = self._stale_reason(holder)
+      if reason is None:
+        raise WorkdirLockedError(
+            f'workdir {self.path.parent} is in use by another run: pid {holder["pid"]} on '
+            f'{holder["host"]}, started {holder.get("started_utc", "?")} (lock {self.path}). '
+            'Wait for it to end or stop it, or use another --workdir.')
+      logging.warning('taking over the lock of %s: the run that held it (pid %s on %s, '
+                      'started %s) is gone: %s', self.path.parent, holder['pid'],
+                      holder['host'], holder.get('started_utc', '?'), reason)
+      self._store.remove(version)  # Only if still that holder's: else retry.
+    else:
+      raise WorkdirLockedError(f'could not take the lock {self.path}: it keeps changing')
+    self._thread = threading.Thread(target=self._beat, name='workdir-lock-heartbeat',
+                                    daemon=True)
+    self._thread.start()
+
+  def release(self) -> None:
+    if self._thread is None:
+      return
+    self._stop.set()
+    self._thread.join()
+    self._thread = None
+    holder, version = self._store.read()
+    if holder is not None and holder.get('token') == self._record['token']:
+      self._store.remove(version)
+
+  def _payload(self) -> str:
+    return json.dumps({**self._record, 'heartbeat': time.time()})
+
+  def _beat(self) -> None:
+    while not self._stop.wait(self._heartbeat_s):
+      try:
+        holder, version = self._store.read()
+        if holder is None or holder.get('token') != self._record['token']:
+          logging.error('the lock %s is no longer this run\'s (taken over after a stall?); '
+                        'another run may now write to this workdir', self.path)
+          return
+        self._store.replace(self._payload(), version)
+      except OSError as e:  # Storage hiccup: the next beat tries again.
+        logging.warning('could not refresh %s: %s', self.path, e)
+
+  def _stale_reason(self, holder: dict) -> str | None:
+    """Why the holder is gone, or None if it may still be running."""
+    if holder.get('host') == socket.gethostname():
+      pid = int(holder.get('pid', -1))
+      if not _alive(pid):
+        return f'process {pid} no longer exists'
+      started = holder.get('process_start')
+      if started is not None and _process_start(pid) not in (None, started):
+        return f'pid {pid} now belongs to another process'
+      return None
+    age = time.time() - float(holder.get('heartbeat', 0))
+    if age > self._stale_after_s:
+      return f'no heartbeat for {age:.0f} s'
+    return None
+
+
+@contextlib.contextmanager
+def held(workdir: str):
+  """The workdir's lock for the duration of a run; process 0 holds it for all."""
+  lock = WorkdirLock(workdir) if jax.process_index() == 0 else None
+  error = None
+  if lock is not None:
+    try:
+      lock.acquire()
+    except WorkdirLockedError as e:
+      error = e
+  if jax.process_count() > 1:  # Every process must stop if process 0 could not lock.
+    from jax.experimental import multihost_utils
+    locked = multihost_utils.broadcast_one_to_all(np.int32(error is None))
+    if not locked and error is None:
+      error = WorkdirLockedError(f'workdir {workdir} is in use by another run '
+                                 '(process 0 names it)')
+  if error is not None:
+    raise error
+  try:
+    yield lock
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _alive(pid: int) -> bool:
+  if pid <= 0:
+    return False
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # Exists, owned by someone else.
+    return True
+  return True
+
+
+def _process_start(pid: int) -> int | None:
+  """The process's start time in clock ticks since boot (tells a reused pid apart)."""
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      return int(f.read().rsplit(')', 1)[1].split()[19])
+  except (OSError, IndexError, ValueError):
+    return None
+
+
+class _LocalFile:
+  """The lock as a file on a POSIX file system (local disk, NFS)."""
+
+  def __init__(self, path: epath.Path):
+    self.path = str(path)
+
+  def create(self, text: str) -> bool:
+    tmp = f'{self.path}.{os.getpid()}.{uuid.uuid4().hex[:8]}'
+    with open(tmp, 'w') as f:
+      f.write(text)
+    try:
+      os.link(tmp, self.path)  # Atomic, and fails if the lock exists.
+      return True
+    except FileExistsError:
+      return False
+    finally:
+      os.unlink(tmp)
+
+  def read(self):
+    """(holder or None if unreadable, version or None if absent)."""
+    try:
+      stat = os.stat(self.path)
+      with open(self.path) as f:
+        text = f.read()
+    except FileNotFoundError:
+      return None, None
+    version = (stat.st_ino, stat.st_mtime)
+    try:
+      return json.loads(text), version
+    except ValueError:
+      return None, version
+
+  def replace(self, text: str, version) -> None:
+    tmp = f'{self.path}.{os.getpid()}.beat'
+    with open(tmp, 'w') as f:
+      f.write(text)
+    os.replace(tmp, self.path)
+
+  def remove(self, version) -> None:
+    """Removes the lock if it is still `version`; someone else's new lock stays."""
+    aside = f'{self.path}.stale-{os.getpid()}-{uuid.uuid4().hex[:8]}'
+    try:
+      os.rename(self.path, aside)  # Atomic: of two runs taking over, one renames it.
+    except FileNotFoundError:
+      return
+    stat = os.stat(aside)
+    if version is not None and (stat.st_ino, stat.st_mtime) != version:
+      try:
+        os.link(aside, self.path)  # Not the lock we judged: put it back.
+      except FileExistsError:
+        pass
+    os.unlink(aside)
+
+
+class _GcsObject:
+  """The lock as a Cloud Storage object, guarded by generation preconditions."""
+
+  def __init__(self, path: epath.Path):
+    from google.cloud import storage  # Only gs:// workdirs need it.
+    bucket, _, name = str(path)[len('gs://'):].partition('/')
+    self._blob = lambda: storage.Client().bucket(bucket).blob(name)
+    self._precondition_failed = __import__(
+        'google.api_core.exceptions', fromlist=['PreconditionFailed']).PreconditionFailed
+    self._not_found = __import__('google.api_core.exceptions', fromlist=['NotFound']).NotFound
+
+  def create(self, text: str) -> bool:
+    try:
+      self._blob().upload_from_string(text, if_generation_match=0)
+      return True
+    except self._precondition_failed:
+      return False
+
+  def read(self):
+    blob = self._blob()
+    try:
+      text = blob.download_as_text()
+    except self._not_found:
+      return None, None
+    version = (blob.generation, blob.updated.timestamp() if blob.updated else time.time())
+    try:
+      return json.loads(text), version
+    except ValueError:
+      return None, version
+
+  def replace(self, text: str, version) -> None:
+    try:
+      self._blob().upload_from_string(text, if_generation_match=version[0])
+    except self._precondition_failed as e:
+      raise OSError(f'lock changed under this run: {e}') from None
+
+  def remove(self, version) -> None:
+    try:
+      self._blob().delete(if_generation_match=None if version is None else version[0])
+    except (self._precondition_failed, self._not_found):
+      pass

@@ -1,0 +1,55 @@
+"""One writer per workdir: the lock's rules, in-process (the two-run and SIGKILL
+cases run the real command line in tests/test_reliability.py)."""
+
+import json
+import os
+import time
+
+import pytest
+
+from nin_jax import workdir_lock
+
+
+def write_lock(workdir, **holder):
+  record = {'host': 'other-host', 'pid': 4242, 'started_utc': '2026-01-01 00:00:00 UTC',
+            'token': 'theirs', **holder}
+  (workdir / workdir_lock.LOCK_FILE).write_text(json.dumps(record))
+
+
+def test_the_lock_names_its_holder_and_is_gone_after_release(tmp_path):
+  lock = workdir_lock.WorkdirLock(str(tmp_path))
+  lock.acquire()
+  holder = json.loads((tmp_path / workdir_lock.LOCK_FILE).read_text())
+  assert holder['pid'] == os.getpid() and holder['host'] and holder['started_utc']
+  with pytest.raises(workdir_lock.WorkdirLockedError, match=f'pid {os.getpid()} on '):
+    workdir_lock.WorkdirLock(str(tmp_path)).acquire()
+  lock.release()
+  assert os.listdir(tmp_path) == []
+
+
+def test_a_live_heartbeat_on_shared_storage_keeps_the_lock(tmp_path):
+  write_lock(tmp_path, heartbeat=time.time() - 10)
+  with pytest.raises(workdir_lock.WorkdirLockedError) as error:
+    workdir_lock.WorkdirLock(str(tmp_path)).acquire()
+  assert (f'workdir {tmp_path} is in use by another run: pid 4242 on other-host, started '
+          '2026-01-01 00:00:00 UTC') in str(error.value)
+
+
+def test_a_stale_heartbeat_on_shared_storage_is_taken_over_with_a_warning(tmp_path, caplog):
+  write_lock(tmp_path, heartbeat=time.time() - 2 * workdir_lock.STALE_AFTER_S)
+  lock = workdir_lock.WorkdirLock(str(tmp_path))
+  lock.acquire()
+  assert json.loads((tmp_path / workdir_lock.LOCK_FILE).read_text())['pid'] == os.getpid()
+  assert any('taking over the lock' in r.getMessage() and 'no heartbeat for' in r.getMessage()
+             for r in caplog.records)
+  lock.release()
+
+
+def test_the_heartbeat_is_refreshed_while_held(tmp_path):
+  lock = workdir_lock.WorkdirLock(str(tmp_path), heartbeat_s=0.05)
+  lock.acquire()
+  first = json.loads((tmp_path / workdir_lock.LOCK_FILE).read_text())['heartbeat']
+  time.sleep(0.3)
+  assert json.loads((tmp_path / workdir_lock.LOCK_FILE).read_text())['heartbeat'] > first
+  lock.release()
+  assert os.listdir(tmp_path) == []
