@@ -18,11 +18,9 @@ from typing import Any
 import ml_collections
 from etils import epath
 
-from nin_jax import storage
-
 from nin_jax import checkpoint as checkpoint_lib
 from nin_jax import config as config_lib
-from nin_jax import optim
+from nin_jax import optim, storage
 
 CONFIG_FILE = 'config.json'
 LAUNCHES_FILE = 'launches.jsonl'
