@@ -61,7 +61,7 @@ def test_kill_resume_and_damaged_checkpoint_in_a_bucket(gcs, reference, tmp_path
   print(f'{len(objects)} objects, e.g.', objects[:3], '...')
   top = {name.split('/')[1] for name in objects}
   assert top == {'checkpoints', 'tensorboard', 'metrics.jsonl', 'config.json',
-                 'final_metrics.json', 'curves.png', 'inference'}
+                 'final_metrics.json', 'curves.png', 'inference', 'launches.jsonl'}
   assert {name.split('/')[2] for name in objects if '/checkpoints/' in name} == {
       '8', '12', '16'}
   assert [n for n in objects if '/tensorboard/events.out.tfevents.' in n]
