@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from nin_jax import datasets, mean_image, preprocess
+from nin_jax import datasets, lcn, mean_image, preprocess
 
 PREPROCESSINGS = ('standardize', 'gcn_zca', 'gcn_lcn', 'lcn', 'mean_image', 'none')
 # Seed of the held-out validation images (fixed: the split is part of the dataset).
@@ -212,9 +212,9 @@ def apply_preprocessing(dataset, fitted: dict[str, np.ndarray],
   if kind == 'mean_image':
     return (images.astype(np.float32) - fitted['mean_image']) / np.float32(255.0)
   if kind == 'gcn_lcn':
-    return preprocess.gcn_lcn(images)
+    return lcn.gcn_lcn(images)
   if kind == 'lcn':
-    return preprocess.local_contrast_normalize(images.astype(np.float32) / 255.0)
+    return lcn.local_contrast_normalize(images.astype(np.float32) / 255.0)
   if kind == 'none':
     return images.astype(np.float32) / 255.0
   raise ValueError(f'unknown preprocessing {kind!r}; choose one of {PREPROCESSINGS}')

@@ -3,9 +3,7 @@
 * CIFAR-10/100: global contrast normalisation + ZCA whitening (:func:`gcn_zca`),
   the pylearn2 pipeline ``GlobalContrastNormalization(scale=55.)`` then
   ``ZCA(filter_bias=.1)`` fitted on the training split.
-* SVHN: GCN (scale 1) then local contrast normalisation (:func:`gcn_lcn`,
-  :func:`local_contrast_normalize`), pylearn2's ``LeCunLCN`` (7x7 Gaussian
-  window, sigma 2).
+* SVHN: GCN (scale 1) then local contrast normalisation: nin_jax/lcn.py.
 * Plain per-channel standardisation (:func:`channel_stats`,
   :func:`standardize`) for baselines and MNIST-like data.
 
@@ -24,18 +22,17 @@ import zipfile
 
 from absl import logging
 import numpy as np
-import scipy.ndimage
 
 __all__ = [
-    'ZCA', 'apply_zca', 'channel_stats', 'fit_gcn_zca', 'fit_zca', 'gcn_lcn', 'gcn_zca',
-    'global_contrast_normalize', 'local_contrast_normalize', 'standardize',
+    'ZCA', 'apply_zca', 'channel_stats', 'fit_gcn_zca', 'fit_zca', 'gcn_zca',
+    'global_contrast_normalize', 'standardize',
 ]
 
 # Images per chunk: 5000 CIFAR images are 61 MB as float32, 123 MB as float64.
 CHUNK = 5000
 
 
-def _chunks(n: int, size: int = CHUNK):
+def image_chunks(n: int, size: int = CHUNK):
   for start in range(0, n, size):
     yield slice(start, min(start + size, n))
 
@@ -68,7 +65,7 @@ def channel_stats(images_uint8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     raise ValueError('channel_stats needs at least one pixel')
   total = np.zeros(c, np.float64)
   total_sq = np.zeros(c, np.float64)
-  for sl in _chunks(flat.shape[0]):
+  for sl in image_chunks(flat.shape[0]):
     chunk = flat[sl].astype(np.float64) / 255.0
     total += chunk.sum(axis=(0, 1))
     total_sq += np.square(chunk).sum(axis=(0, 1))
@@ -112,7 +109,7 @@ def global_contrast_normalize(images: np.ndarray, scale: float = 55.0,
   n = images.shape[0]
   flat = images.reshape(n, -1)
   out = np.empty(flat.shape, np.float32)
-  for sl in _chunks(n):
+  for sl in image_chunks(n):
     x = flat[sl].astype(np.float64)
     x -= x.mean(axis=1, keepdims=True)
     normalizers = np.sqrt(np.square(x).sum(axis=1)) / scale
@@ -155,11 +152,11 @@ def fit_zca(x_flat: np.ndarray, filter_bias: float = 0.1) -> ZCA:
     raise ValueError(f'filter_bias must be >= 0, got {filter_bias}')
   n, d = x_flat.shape
   mean = np.zeros(d, np.float64)
-  for sl in _chunks(n):
+  for sl in image_chunks(n):
     mean += x_flat[sl].sum(axis=0, dtype=np.float64)
   mean /= n
   cov = np.zeros((d, d), np.float64)
-  for sl in _chunks(n):
+  for sl in image_chunks(n):
     xc = x_flat[sl].astype(np.float64) - mean
     cov += xc.T @ xc
   cov /= n
@@ -189,7 +186,7 @@ def apply_zca(images: np.ndarray, zca: ZCA) -> np.ndarray:
   mean = zca.mean.astype(np.float32)
   w = zca.whitening.astype(np.float32)
   out = np.empty(flat.shape, np.float32)
-  for sl in _chunks(n):
+  for sl in image_chunks(n):
     np.matmul(flat[sl].astype(np.float32) - mean, w, out=out[sl])
   return out.reshape(images.shape)
 
@@ -323,92 +320,3 @@ def gcn_zca(
                     scale=scale, filter_bias=filter_bias)
   return tuple(apply_zca(global_contrast_normalize(x, scale=scale), zca)
                for x in (train_uint8, test_uint8))
-
-
-# ----------------------------------------------------------------------------
-# Local contrast normalisation
-# ----------------------------------------------------------------------------
-
-
-def _gaussian_kernel_1d(kernel_size: int, sigma: float) -> np.ndarray:
-  """Normalised 1-D Gaussian; its outer product is pylearn2's gaussian_filter."""
-  mid = kernel_size // 2
-  t = np.arange(kernel_size, dtype=np.float64) - mid
-  k = np.exp(-t**2 / (2.0 * sigma**2))
-  return k / k.sum()
-
-
-def _smooth(x: np.ndarray, k: np.ndarray) -> np.ndarray:
-  """Zero-padded 'same' separable convolution over axes 1, 2 of (N, H, W, C)."""
-  y = scipy.ndimage.correlate1d(x, k, axis=1, mode='constant', cval=0.0)
-  return scipy.ndimage.correlate1d(y, k, axis=2, mode='constant', cval=0.0)
-
-
-def local_contrast_normalize(
-    images: np.ndarray,
-    kernel_size: int = 7,
-    sigma: float = 2.0,
-    eps: float = 1e-4,
-    *,
-    pylearn2_compat: bool = False,
-) -> np.ndarray:
-  """Local contrast normalisation (Jarrett et al. 2009), per image and channel.
-
-  With G the normalised ``kernel_size`` x ``kernel_size`` Gaussian window
-  (std ``sigma``; pylearn2's ``gaussian_filter``: 7 and 2.0) and ``*``
-  correlation, for each image and channel x:
-
-    mu    = G * x                       (local Gaussian-weighted mean)
-    v     = x - mu
-    s     = sqrt(G * v**2)              (local Gaussian-weighted std)
-    y     = v / max(max(s, mean(s)), eps),   mean(s) over the image's pixels.
-
-  Near the border the window is cut off by the image edge, and by default the
-  weights are renormalised over the part inside the image (i.e. ``G * .`` is
-  divided by ``G * 1`` with zero padding), so a constant image maps to exactly
-  zero. ``pylearn2_compat=True`` instead reproduces pylearn2's ``lecun_lcn``
-  (the code behind the Maxout/NIN SVHN numbers) exactly: zero padding without
-  renormalisation, and ``s = sqrt(G * x**2)`` of the *uncentred* input.
-
-  The result is invariant to a positive rescaling of the input except where
-  eps binds. Images (N, H, W, C), any real dtype; returns float32.
-  """
-  if kernel_size < 1 or kernel_size % 2 == 0:
-    raise ValueError(f'kernel_size must be odd and positive, got {kernel_size}')
-  images = np.asarray(images)
-  if images.ndim != 4:
-    raise ValueError(f'expected (N, H, W, C) images, got shape {images.shape}')
-  k = _gaussian_kernel_1d(kernel_size, sigma)
-  n, h, w, _ = images.shape
-  if pylearn2_compat:
-    mass = None
-  else:
-    mass = _smooth(np.ones((1, h, w, 1), np.float64), k)  # G * 1
-  out = np.empty(images.shape, np.float32)
-  for sl in _chunks(n, 2000):
-    x = images[sl].astype(np.float64)
-    mu = _smooth(x, k)
-    if mass is not None:
-      mu /= mass
-    v = x - mu
-    if pylearn2_compat:
-      s = np.sqrt(_smooth(np.square(x), k))
-    else:
-      s = np.sqrt(np.maximum(_smooth(np.square(v), k) / mass, 0.0))
-    per_image = s.mean(axis=(1, 2), keepdims=True)
-    divisor = np.maximum(np.maximum(s, per_image), eps)
-    out[sl] = v / divisor
-  return out
-
-
-def gcn_lcn(images: np.ndarray) -> np.ndarray:
-  """SVHN as the Maxout and NIN papers preprocessed it (pylearn2's svhn_preprocessing.py).
-
-  GlobalContrastNormalizationPyTables (scale 1: each image centred and divided
-  by its L2 norm) then LeCunLCN (7×7 Gaussian, σ 2, threshold 1e-4, zero
-  padding without border renormalisation, uncentred variance). Per image, so
-  nothing is fitted. Returns float32.
-  """
-  return local_contrast_normalize(global_contrast_normalize(images, scale=1.0),
-                                  kernel_size=7, sigma=2.0, eps=1e-4,
-                                  pylearn2_compat=True)

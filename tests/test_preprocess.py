@@ -1,4 +1,4 @@
-"""Tests for nin_jax.preprocess: standardisation, GCN, ZCA (+cache), LCN."""
+"""Tests for nin_jax.preprocess (standardisation, GCN, ZCA + cache) and nin_jax.lcn (LCN)."""
 
 import os
 
@@ -6,10 +6,10 @@ from absl import logging
 import numpy as np
 import pytest
 
-from nin_jax import preprocess
+from nin_jax import lcn, preprocess
+from nin_jax.lcn import local_contrast_normalize
 from nin_jax.preprocess import (ZCA, apply_zca, channel_stats, fit_zca,
-                                gcn_zca, global_contrast_normalize,
-                                local_contrast_normalize, standardize)
+                                gcn_zca, global_contrast_normalize, standardize)
 
 
 def _rand_uint8(shape, seed=0):
@@ -329,10 +329,10 @@ def test_lcn_removes_local_mean_per_channel():
   x += np.linspace(0, 5, 32)[None, :, None, None]  # slow gradient
   x[..., 1] += 10.0  # per-channel offset
   y = local_contrast_normalize(x)
-  g1 = preprocess._gaussian_kernel_1d(7, 2.0)
-  mass = preprocess._smooth(np.ones((1, 32, 32, 1)), g1)
-  local_mean_out = preprocess._smooth(y.astype(np.float64), g1) / mass
-  local_mean_in = preprocess._smooth(x, g1) / mass
+  g1 = lcn._gaussian_kernel_1d(7, 2.0)
+  mass = lcn._smooth(np.ones((1, 32, 32, 1)), g1)
+  local_mean_out = lcn._smooth(y.astype(np.float64), g1) / mass
+  local_mean_in = lcn._smooth(x, g1) / mass
   # The input's local mean is large; the output's is small next to its
   # local fluctuations (rms ~1), in every channel.
   assert np.abs(local_mean_in).min() > 0.5
@@ -364,7 +364,7 @@ def test_svhn_gcn_lcn_is_pylearn2s_pipeline():
   # the whole image) then LeCunLCN (7×7, σ 2, threshold 1e-4, zero padding, no
   # border renormalisation, uncentred variance), channel by channel.
   x = _rand_uint8((2, 10, 9, 3), seed=4)
-  y = preprocess.gcn_lcn(x)
+  y = lcn.gcn_lcn(x)
   assert y.dtype == np.float32 and y.shape == x.shape
   for n in range(2):
     img = x[n].astype(np.float64)
