@@ -107,7 +107,7 @@ def test_cli_refuses_bad_input_cleanly(tmp_path, a_file, case):
     (tmp_path / 'broken.py').write_text('def get_config():\n  config = dict(\n  return config)\n')
   if case == 'config file sets an unknown key':
     (tmp_path / 'typo.py').write_text(
-        'from experiments.configs import fashion_mnist\n\n'
+        'from nin_jax.configs import fashion_mnist\n\n'
         'def get_config():\n  config = fashion_mnist.get_config()\n'
         '  config.optim.learnin_rate = 0.001\n  return config\n')
   refused(run_cli(script, workdir, overrides, extra_args=extra), message)
