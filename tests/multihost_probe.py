@@ -81,4 +81,4 @@ def _install():
 
 if __name__ == '__main__':
   _install()
-  cli.run(os.path.join(REPO, 'experiments', 'configs', 'fashion_mnist.py'))
+  cli.run(os.path.join(REPO, 'nin_jax', 'configs', 'fashion_mnist.py'))
