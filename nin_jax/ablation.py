@@ -16,14 +16,14 @@ PAPER_CIFAR10_ERROR and appear beside a CIFAR-10 run's.
 
 from __future__ import annotations
 
-import json
-import os
 import shlex
 import statistics
 import sys
 from typing import Sequence
 
-from nin_jax import sweeps
+from etils import epath
+
+from nin_jax import storage, sweep_report, sweeps, trials as trials_lib
 
 VARIANTS = ('gap', 'fc', 'fc_dropout')
 LABELS = {'gap': 'mlpconv + GAP', 'fc': 'mlpconv + FC', 'fc_dropout': 'mlpconv + FC + dropout'}
@@ -47,7 +47,7 @@ def variant_of(overrides: dict) -> str:
 
 def make_trials(config, config_path: str, workdir: str, trainer: str,
                 base_args: Sequence[str] = (), fc_dropout: float = 0.5,
-                seeds: Sequence[int] = ()) -> list[sweeps.Trial]:
+                seeds: Sequence[int] = ()) -> list[trials_lib.Trial]:
   """The variants, times `seeds` when given (else the config's own seed)."""
   variants = variant_overrides(fc_dropout)
   for overrides in variants.values():
@@ -59,9 +59,9 @@ def make_trials(config, config_path: str, workdir: str, trainer: str,
     names = [f'{v}_seed{s}' for v in variants for s in seeds]
   else:
     trials, names = list(variants.values()), list(variants)
-  return sweeps.make_trials(
+  return trials_lib.make_trials(
       trials, workdir,
-      lambda wd, o: sweeps.trial_command(trainer, config_path, wd, base_args, o),
+      lambda wd, o: trials_lib.trial_command(trainer, config_path, wd, base_args, o),
       names=names)
 
 
@@ -85,11 +85,8 @@ def param_counts(run_config) -> tuple[int, int]:
 
 def _run_config(workdir: str):
   import ml_collections
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  record = trials_lib.read_json(epath.Path(workdir) / 'config.json')
+  return None if record is None else ml_collections.ConfigDict(record)
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -107,7 +104,7 @@ def _pm(mean: float | None, std: float | None) -> str:
 
 def _trial_row(r: dict, cfg) -> dict:
   """One trial's numbers: test error and train-test gap in %, parameter counts."""
-  s, done = r['scalars'], r['status'] == sweeps.DONE
+  s, done = r['scalars'], r['status'] == trials_lib.DONE
   test_acc = s.get('test/accuracy') if done else None
   train_acc = s.get('train/accuracy')
   head_p, total_p = param_counts(cfg) if cfg is not None else (None, None)
@@ -127,14 +124,14 @@ def _summaries(trials: list[dict], overrides_by_variant: dict) -> list[dict]:
   out = []
   for v in VARIANTS:
     mine = [t for t in trials if t['variant'] == v]
-    done = [t for t in mine if t['status'] == sweeps.DONE and t['test_error'] is not None]
+    done = [t for t in mine if t['status'] == trials_lib.DONE and t['test_error'] is not None]
     err, err_sd = _mean_std([t['test_error'] for t in done])
     gap, gap_sd = _mean_std([t['gap'] for t in done if t['gap'] is not None])
     train, _ = _mean_std([t['train_acc'] for t in done if t['train_acc'] is not None])
     if not mine:
-      status = sweeps.PENDING
+      status = trials_lib.PENDING
     elif len(done) == len(mine):
-      status = sweeps.DONE
+      status = trials_lib.DONE
     else:
       status = ', '.join(sorted({t['status'] for t in mine if t not in done}))
     out.append({
@@ -149,9 +146,9 @@ def _summaries(trials: list[dict], overrides_by_variant: dict) -> list[dict]:
   return out
 
 
-def write_report(workdir: str) -> dict[str, str]:
+def write_report(workdir: str) -> dict[str, epath.Path]:
   """ablation.md/.csv (per variant), ablation_trials.md/.csv (per trial) and plots in workdir."""
-  rows = sweeps.collect(workdir)
+  rows = sweep_report.collect(workdir)
   if not rows:
     raise sweeps.SweepError(f'no ablation runs in {workdir}; run experiments/ablation_head.py first')
   configs = {r['name']: _run_config(r['workdir']) for r in rows}
@@ -180,22 +177,20 @@ def write_report(workdir: str) -> dict[str, str]:
     for row, md_row, v in zip(table, md_table, VARIANTS):
       row.insert(4, paper[v])
       md_row.insert(2, paper[v])
-  paths = {'md': os.path.join(workdir, 'ablation.md'),
-           'csv': os.path.join(workdir, 'ablation.csv'),
-           'trials_md': os.path.join(workdir, 'ablation_trials.md'),
-           'trials_csv': os.path.join(workdir, 'ablation_trials.csv'),
-           'png': os.path.join(workdir, 'ablation_curves.png'),
-           'errors_png': os.path.join(workdir, 'ablation_errors.png')}
+  root = storage.workdir_path(workdir)
+  paths = {'md': root / 'ablation.md', 'csv': root / 'ablation.csv',
+           'trials_md': root / 'ablation_trials.md', 'trials_csv': root / 'ablation_trials.csv',
+           'png': root / 'ablation_curves.png', 'errors_png': root / 'ablation_errors.png'}
   trial_columns = ['variant', 'trial', 'seed', 'test error %', 'final train acc %',
                    'train-test gap (pp)', 'test loss', 'step', 'status', 'error']
   trial_table = [[LABELS[t['variant']], t['trial'], t['seed'], _round(t['test_error']),
                   _round(t['train_acc']), _round(t['gap']), t['test_loss'], t['step'],
                   t['status'], t['error']] for t in trials]
   # The Markdown summary shows mean ± std in one cell; the CSV keeps them apart.
-  sweeps.write_table(md_columns, md_table, paths['md'], os.devnull, title=_title(cfg0, paper))
-  sweeps.write_table(columns, table, os.devnull, paths['csv'])
-  sweeps.write_table(trial_columns, trial_table, paths['trials_md'], paths['trials_csv'],
-                     title='Every trial of the head ablation.')
+  sweep_report.write_table(md_columns, md_table, md_path=paths['md'], title=_title(cfg0, paper))
+  sweep_report.write_table(columns, table, csv_path=paths['csv'])
+  sweep_report.write_table(trial_columns, trial_table, md_path=paths['trials_md'],
+                           csv_path=paths['trials_csv'], title='Every trial of the head ablation.')
   plot_errors(summary, paths['errors_png'])
   plot_curves({t['trial']: (t['variant'], t['workdir']) for t in trials}, paths['png'])
   return paths
@@ -228,7 +223,7 @@ def _title(cfg, paper) -> str:
   return text
 
 
-def plot_errors(summary: list[dict], png_path: str) -> str:
+def plot_errors(summary: list[dict], png_path: epath.Path) -> None:
   """Test error and train-test gap per variant, mean with ±1 std error bars."""
   import matplotlib
   matplotlib.use('Agg')
@@ -250,12 +245,11 @@ def plot_errors(summary: list[dict], png_path: str) -> str:
                   xytext=(0, 3 + 10 * bool(stds[i])), textcoords='offset points', fontsize=8)
   fig.suptitle('Head ablation: mean ± std over seeds')
   fig.tight_layout()
-  fig.savefig(png_path, dpi=100)
+  storage.save_figure(fig, png_path, dpi=100)
   plt.close(fig)
-  return png_path
 
 
-def plot_curves(runs: dict[str, tuple[str, str]], png_path: str) -> str:
+def plot_curves(runs: dict[str, tuple[str, str]], png_path: epath.Path) -> None:
   """Loss and accuracy against epoch, train (lines) and test (dashed), one colour per variant.
 
   `runs` maps a trial name to (variant, workdir); every seed of a variant is drawn.
@@ -292,9 +286,8 @@ def plot_curves(runs: dict[str, tuple[str, str]], png_path: str) -> str:
       ax.legend(fontsize=7)
   fig.suptitle('Head ablation: GAP vs FC vs FC + dropout (every seed)')
   fig.tight_layout()
-  fig.savefig(png_path, dpi=100)
+  storage.save_figure(fig, png_path, dpi=100)
   plt.close(fig)
-  return png_path
 
 
 def main(*, config, config_path: str, workdir: str, argv: Sequence[str], trainer: str,
@@ -302,15 +295,14 @@ def main(*, config, config_path: str, workdir: str, argv: Sequence[str], trainer
          stream=sys.stdout) -> int:
   """Dry-runs, runs or reports the ablation; returns the number of trials not done."""
   if not report_only:
-    trials = make_trials(config, config_path, workdir, trainer,
-                         sweeps.base_override_args(argv), fc_dropout, seeds)
+    base_args = trials_lib.base_override_args(argv)
+    trials = make_trials(config, config_path, workdir, trainer, base_args, fc_dropout, seeds)
     if dry_run:
       for t in trials:
         print(shlex.join(t.command), file=stream)
       return 0
-    statuses = sweeps.run_trials(trials, base_args=sweeps.base_override_args(argv),
-                                 stream=stream)
+    statuses = trials_lib.run_trials(trials, base_args=base_args, stream=stream)
   paths = write_report(workdir)
-  print(sweeps.read_text(paths['md']), file=stream)
-  print('wrote ' + ', '.join(paths.values()), file=stream)
-  return 0 if report_only else sum(s != sweeps.DONE for s in statuses.values())
+  print(paths['md'].read_text(), file=stream)
+  print('wrote ' + ', '.join(map(str, paths.values())), file=stream)
+  return 0 if report_only else sum(s != trials_lib.DONE for s in statuses.values())

@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import Callable, Sequence
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from nin_jax import configs, storage
+from nin_jax import configs
 
 FLAGS = flags.FLAGS
 # A clone's experiments/ (one training script per config); absent when installed.
@@ -29,19 +30,10 @@ def default_trainer(config_path: str) -> str:
   Every training script takes the same flags (--config is always passed), so
   any of them trains any config.
   """
-  from nin_jax import sweeps
-  if os.path.isdir(EXPERIMENTS_DIR):
-    return sweeps.default_trainer(config_path, EXPERIMENTS_DIR)
-  return os.path.join(os.path.dirname(sys.executable), 'nin-train')
-
-
-def _local_workdir(unit: str) -> str:
-  """FLAGS.workdir; sweeps and ablations keep each trial's log as a local file."""
-  if storage.is_remote(FLAGS.workdir):
-    raise ValueError(f'--workdir={FLAGS.workdir}: a {unit} directory must be local or on a '
-                     'shared filesystem (its trials log to files there); each trial '
-                     'run by nin-train can still use a bucket')
-  return FLAGS.workdir
+  if not os.path.isdir(EXPERIMENTS_DIR):
+    return os.path.join(os.path.dirname(sys.executable), 'nin-train')
+  own = os.path.join(EXPERIMENTS_DIR, os.path.basename(config_path))
+  return own if os.path.isfile(own) else os.path.join(EXPERIMENTS_DIR, 'fashion_mnist.py')
 
 
 def _trainer_flag() -> None:
@@ -56,7 +48,8 @@ def sweep() -> None:
   def define_flags():
     config_flags.DEFINE_config_file('config', None, 'Config file with get_config() and sweep().',
                                     lock_config=True)
-    flags.DEFINE_string('workdir', None, 'Sweep directory; one subdirectory per trial.')
+    flags.DEFINE_string('workdir', None, 'Sweep directory (local or gs://); one '
+                        'subdirectory per trial.')
     flags.DEFINE_string('metric', 'test/accuracy', 'Metric to sort and plot by.')
     flags.DEFINE_bool('dry_run', False, 'Print every trial command; run nothing.')
     flags.DEFINE_bool('report_only', False, 'Only (re)write the table and plot from workdir.')
@@ -66,13 +59,13 @@ def sweep() -> None:
   def run() -> int:
     config_path = config_flags.get_config_filename(FLAGS['config']) if FLAGS.config else None
     return sweeps.main(
-        config=FLAGS.config, config_path=config_path, workdir=_local_workdir('sweep'),
+        config=FLAGS.config, config_path=config_path, workdir=FLAGS.workdir,
         argv=sys.argv[1:], metric=FLAGS.metric, dry_run=FLAGS.dry_run,
         report_only=FLAGS.report_only,
         trainer=FLAGS.trainer or default_trainer(config_path or ''))
 
   sys.argv[1:] = configs.expand_names(sys.argv[1:])
-  sweeps.run_command(define_flags, run, 'trial')
+  _run_command(define_flags, run, 'trial')
 
 
 def ablation() -> None:
@@ -85,7 +78,8 @@ def ablation() -> None:
         'config', configs.path('fashion_mnist'),
         'Config of the network to ablate (--config=cifar10_noaug for the paper).',
         lock_config=True)
-    flags.DEFINE_string('workdir', None, 'Ablation directory; one subdirectory per variant.')
+    flags.DEFINE_string('workdir', None, 'Ablation directory (local or gs://); one '
+                        'subdirectory per trial.')
     flags.DEFINE_list('seeds', [], 'Seeds to run every variant with (a sweep axis over '
                       'config.seed); empty: the config\'s seed only.')
     flags.DEFINE_float('fc_dropout', 0.5, 'Dropout on the FC head inputs in the third variant.')
@@ -97,7 +91,7 @@ def ablation() -> None:
   def run() -> int:
     config_path = config_flags.get_config_filename(FLAGS['config'])
     return ablation_lib.main(
-        config=FLAGS.config, config_path=config_path, workdir=_local_workdir('ablation'),
+        config=FLAGS.config, config_path=config_path, workdir=FLAGS.workdir,
         argv=sys.argv[1:], fc_dropout=FLAGS.fc_dropout, dry_run=FLAGS.dry_run,
         report_only=FLAGS.report_only, seeds=seeds(),
         trainer=FLAGS.trainer or default_trainer(config_path))
@@ -109,7 +103,58 @@ def ablation() -> None:
       raise sweeps.SweepError(f'--seeds takes integers, got {",".join(FLAGS.seeds)}') from None
 
   sys.argv[1:] = configs.expand_names(sys.argv[1:])
-  sweeps.run_command(define_flags, run, 'variant')
+  _run_command(define_flags, run, 'variant')
+
+
+def _parse_flags_or_exit(argv: Sequence[str]) -> list[str]:
+  """absl flag parsing (app.run's flags_parser) with a bad flag or override as one message.
+
+  config_flags applies --config.* overrides while parsing; an unknown key or a
+  value of the wrong type would otherwise end in a chained traceback.
+  """
+  try:
+    return flags.FLAGS(list(argv))
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as e:
+    message, innermost = e, e
+    while isinstance(message, BaseException) and message.args:
+      innermost = message
+      message = message.args[0]  # config_dict wraps a KeyError in an AttributeError
+    message = str(message).replace('\n', ' ')
+    if len(message) > 1 and message[0] == message[-1] and message[0] in '\'"':
+      message = message[1:-1]  # KeyError's repr quotes
+    if isinstance(innermost, KeyError):
+      message = f'the config has no field {message!r}'
+
+    print(f'error: bad flag or --config override: {message}', file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def _run_command(define_flags: Callable[[], None], run: Callable[[], int],
+                 unit: str) -> None:
+  """The __main__ of experiments/sweep.py and ablation_head.py.
+
+  Defines the flags, runs `run()` (which returns how many `unit`s did not
+  finish), and turns user errors into one `error: …` line with exit status 2.
+  """
+  from nin_jax import cli, sweeps
+  try:
+    define_flags()
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    print(f'error: bad --config override: {e}', file=sys.stderr, flush=True)
+    sys.exit(2)
+
+  def main(argv):
+    if len(argv) > 1:
+      raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    try:
+      not_done = run()
+    except (sweeps.SweepError, *cli.USER_ERRORS) as e:
+      print(f'error: {e}', file=sys.stderr, flush=True)
+      sys.exit(2)
+    if not_done:
+      print(f'{not_done} {unit}(s) failed or did not finish; rerun the same command to retry.')
+      sys.exit(1)
+  app.run(main, flags_parser=_parse_flags_or_exit)
 
 
 def benchmark() -> None:

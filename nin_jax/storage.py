@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import io
 import os
+import re
 
 from etils import epath
 
-URL_SCHEMES = ('gs://', 's3://')
+URL_SCHEMES = ('gs://',)  # What the workdir lock and the tests cover.
 
 
 def use_fsspec_for_buckets(environ=os.environ) -> None:
@@ -32,6 +33,12 @@ def use_fsspec_for_buckets(environ=os.environ) -> None:
   user wins.
   """
   environ.setdefault('EPATH_USE_TF', 'false')
+  # gcsfs caches directory listings for the life of a process, so a file that
+  # another process wrote later (a trial's final_metrics.json seen by the
+  # sweep runner, another host's checkpoint) could stay invisible.
+  import fsspec.config
+  for protocol in ('gs', 'gcs'):
+    fsspec.config.conf.setdefault(protocol, {}).setdefault('use_listings_cache', False)
 
 
 def is_remote(path) -> bool:
@@ -40,7 +47,13 @@ def is_remote(path) -> bool:
 
 def workdir_path(workdir) -> epath.Path:
   """--workdir as an epath.Path: a URL as given, a local path made absolute."""
-  return epath.Path(workdir if is_remote(workdir) else os.path.abspath(workdir))
+  if is_remote(workdir):
+    return epath.Path(workdir)
+  scheme = re.match(r'([a-zA-Z][a-zA-Z0-9+.-]*)://', str(workdir))
+  if scheme:  # Else 's3://b/run' would silently become the local directory ./s3:/b/run.
+    raise ValueError(f'workdir {workdir}: {scheme.group(1)}:// is not supported; use a '
+                     'local path or gs://BUCKET/...')
+  return epath.Path(os.path.abspath(workdir))
 
 
 def is_dangling_link(path: epath.Path) -> bool:

@@ -100,10 +100,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   _check_workdir(workdir)
   failures.quiet_library_noise()
   try:
-    # The lock is a POSIX file (an atomic hard link); a bucket has none yet.
-    lock = (contextlib.nullcontext() if storage.is_remote(workdir)
-            else workdir_lock.held(str(workdir)))
-    with lock:
+    with workdir_lock.held(str(workdir)):
       return _train_and_evaluate(config, workdir, profile_steps, allow_config_change)
   except BaseException as e:
     if created and jax.process_index() == 0:  # A run that wrote nothing leaves nothing.

@@ -11,7 +11,7 @@ import os
 import pytest
 
 from conftest import REPO, TINY, make_tiny_config, run_cli
-from nin_jax import ablation, sweeps
+from nin_jax import ablation, sweeps, trials
 
 BASE = {**TINY, 'max_steps': 2}
 
@@ -100,7 +100,7 @@ def test_report_gives_mean_and_std_over_seeds(tmp_path):
     i = int(seed) - 3
     run = tmp_path / trial.name
     run.mkdir()
-    (run / sweeps.OVERRIDES_FILE).write_text(json.dumps(
+    (run / trials.OVERRIDES_FILE).write_text(json.dumps(
         {'index': trial.index, 'overrides': trial.overrides, 'base_overrides': []}))
     (run / 'config.json').write_text(
         sweeps.apply_overrides(config, trial.overrides).to_json_best_effort())

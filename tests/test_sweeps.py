@@ -13,7 +13,7 @@ import ml_collections
 import pytest
 
 from conftest import REPO, TINY, run_cli
-from nin_jax import sweeps
+from nin_jax import sweep_report, sweeps, trials
 
 FASHION_CONFIG = os.path.join(REPO, 'nin_jax', 'configs', 'fashion_mnist.py')
 
@@ -73,10 +73,10 @@ def test_product_combines_sweeps():
 
 def test_trial_names_are_readable():
   overrides = {'optim.learning_rate': 0.1, 'optim.weight_decay': 1e-4}
-  assert sweeps.trial_name(3, overrides) == 'trial_003_lr=0.1_wd=0.0001'
-  assert sweeps.trial_name(0, {'model.fc_hidden': (64, 32)}) == 'trial_000_fc_hidden=64-32'
+  assert trials.trial_name(3, overrides) == 'trial_003_lr=0.1_wd=0.0001'
+  assert trials.trial_name(0, {'model.fc_hidden': (64, 32)}) == 'trial_000_fc_hidden=64-32'
   # Two swept keys with the same last part keep their full names.
-  assert sweeps.trial_name(1, {'a.rate': 1, 'b.rate': 2}) == 'trial_001_a.rate=1_b.rate=2'
+  assert trials.trial_name(1, {'a.rate': 1, 'b.rate': 2}) == 'trial_001_a.rate=1_b.rate=2'
 
 
 def test_unknown_key_or_wrong_type_is_a_clear_error():
@@ -201,7 +201,7 @@ def test_sweep_runs_skips_records_failures_and_reports(tmp_path):
   assert losses == sorted(losses)
   with pytest.raises(sweeps.SweepError, match=r"metric 'test/nope' is in no finished trial; "
                      r"choose one of \[.*'test/accuracy'"):
-    sweeps.write_report(str(workdir), 'test/nope')
+    sweep_report.write_report(str(workdir), 'test/nope')
 
 
 def test_bad_sweep_key_stops_before_any_trial(tmp_path):
