@@ -1,12 +1,13 @@
 # Two commands a new user needs:  `make quickstart`  and  `make test`.
 # Both set up a virtualenv in .venv (this package and its dependencies from
 # pyproject.toml / requirements*.txt) and the offline Fashion-MNIST (Debian's
-# dataset-fashion-mnist) first, if missing.
+# dataset-fashion-mnist) first, if missing; `make test` also Debian's slurm-wlm.
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+SLURM := /usr/sbin/slurmctld
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup data quickstart test clean
@@ -31,12 +32,17 @@ $(FASHION_MNIST):
 quickstart: setup data
 	$(PY) experiments/fashion_mnist.py --workdir=workdirs/quickstart
 
+# A real one-node SLURM for tests/test_slurm.py (the README's sbatch script).
+$(SLURM):
+	$(SUDO) apt-get update -q
+	$(SUDO) apt-get install -y -q slurm-wlm
+
 # The `test` extra: pytest, the benchmark's PyTorch peer (CPU build), a local GCS server.
 $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-test: setup data $(VENV)/.installed-test
+test: setup data $(SLURM) $(VENV)/.installed-test
 	$(PY) -m pytest -q tests
 
 clean:
