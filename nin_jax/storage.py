@@ -33,6 +33,11 @@ def use_fsspec_for_buckets(environ=os.environ) -> None:
   user wins.
   """
   environ.setdefault('EPATH_USE_TF', 'false')
+  # gcsfs's default "extended" file system asks a gRPC control-plane client for
+  # every bucket's layout (retried on each call when it cannot tell); gRPC's
+  # threads can abort the process at exit ("terminate called ... exception not
+  # rethrown"). The plain JSON-API file system reads and writes every bucket.
+  environ.setdefault('GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT', 'false')
   # gcsfs caches directory listings for the life of a process, so a file that
   # another process wrote later (a trial's final_metrics.json seen by the
   # sweep runner, another host's checkpoint) could stay invisible.
