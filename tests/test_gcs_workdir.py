@@ -121,10 +121,10 @@ def test_sweep_and_ablation_run_report_and_resume_in_a_bucket(gcs, tmp_path):
       "def sweep():\n  return sweeps.grid(**{'optim.learning_rate': (0.02, 0.05)})\n")
   sweep = run_cli('sweep.py', f'gs://{BUCKET}/sweep', {},
                   extra_args=[f'--config={sweep_config}', *base])
-  assert sweep.returncode == 0, sweep.stderr[-3000:]
+  assert sweep.returncode == 0, sweep.stdout[-3000:] + sweep.stderr[-3000:]
   ablation = run_cli('ablation_head.py', f'gs://{BUCKET}/ablation', {},
                      extra_args=[f'--config={configs.path("fashion_mnist")}', *base])
-  assert ablation.returncode == 0, ablation.stderr[-3000:]
+  assert ablation.returncode == 0, ablation.stdout[-3000:] + ablation.stderr[-3000:]
   print(ablation.stdout)
 
   sweep_objects = gcs.objects(BUCKET, 'sweep/')
@@ -152,7 +152,7 @@ def test_sweep_and_ablation_run_report_and_resume_in_a_bucket(gcs, tmp_path):
   # Rerun: every finished trial is found in the bucket and skipped.
   again = run_cli('ablation_head.py', f'gs://{BUCKET}/ablation', {},
                   extra_args=[f'--config={configs.path("fashion_mnist")}', *base])
-  assert again.returncode == 0, again.stderr[-3000:]
+  assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
   assert again.stdout.count('finished before, skipped') == 3
 
 
