@@ -8,8 +8,8 @@ another host (shared storage) when its heartbeat is older than `STALE_AFTER_S`.
 
 Creation is atomic: a local (or NFS) lock is a hard link of a complete file,
 which fails if the lock exists; a gs:// lock is an object written with the
-precondition "generation 0" (does not exist yet), taken over and refreshed
-with "generation = the one I read", so two runs never both win.
+precondition "generation 0" (does not exist yet), and taken over and
+refreshed with "generation = the one I read", so two runs never both win.
 In a multi-process run only process 0 takes the lock, for all of them.
 """
 
@@ -72,7 +72,8 @@ class WorkdirLock:
       logging.warning('taking over the lock of %s: the run that held it (pid %s on %s, '
                       'started %s) is gone: %s', self.path.parent, holder['pid'],
                       holder['host'], holder.get('started_utc', '?'), reason)
-      self._store.remove(version)  # Only if still that holder's: else retry.
+      if self._store.take_over(self._payload(), version):  # Only if still that holder's.
+        break
     else:
       raise WorkdirLockedError(f'could not take the lock {self.path}: it keeps changing')
     self._thread = threading.Thread(target=self._beat, name='workdir-lock-heartbeat',
@@ -198,6 +199,10 @@ class _LocalFile:
     except ValueError:
       return None, version
 
+  def take_over(self, text: str, version) -> bool:
+    self.remove(version)
+    return self.create(text)
+
   def replace(self, text: str, version) -> None:
     tmp = f'{self.path}.{os.getpid()}.beat'
     with open(tmp, 'w') as f:
@@ -221,43 +226,63 @@ class _LocalFile:
 
 
 class _GcsObject:
-  """The lock as a Cloud Storage object, guarded by generation preconditions."""
+  """The lock as a Cloud Storage object, guarded by generation preconditions.
+
+  Spoken through gcsfs's HTTP session (the one epath already uses for the
+  workdir): the JSON API's ifGenerationMatch on upload and on delete.
+  """
 
   def __init__(self, path: epath.Path):
-    from google.cloud import storage  # Only gs:// workdirs need it.
-    bucket, _, name = str(path)[len('gs://'):].partition('/')
-    self._blob = lambda: storage.Client().bucket(bucket).blob(name)
-    self._precondition_failed = __import__(
-        'google.api_core.exceptions', fromlist=['PreconditionFailed']).PreconditionFailed
-    self._not_found = __import__('google.api_core.exceptions', fromlist=['NotFound']).NotFound
+    from etils.epath import backend
+    self._fs = backend.fsspec_backend.fs(str(path))
+    self._bucket, _, self._name = str(path)[len('gs://'):].partition('/')
+
+  def _upload(self, text: str, generation) -> None:
+    """Writes the object if its generation is `generation` (0: it does not exist)."""
+    upload_url = self._fs.base.replace('/storage/v1/', '/upload/storage/v1/')
+    body = ('--==0==\nContent-Type: application/json; charset=UTF-8\n\n'
+            + json.dumps({'name': self._name}) + '\n--==0==\n'
+            'Content-Type: application/json\n\n' + text + '\n--==0==--')
+    self._fs.call('POST', upload_url + 'b/{}/o', self._bucket, uploadType='multipart',
+                  ifGenerationMatch=str(generation), data=body.encode(),
+                  headers={'Content-Type': 'multipart/related; boundary="==0=="'})
 
   def create(self, text: str) -> bool:
     try:
-      self._blob().upload_from_string(text, if_generation_match=0)
+      self._upload(text, 0)
       return True
-    except self._precondition_failed:
+    except FileExistsError:  # gcsfs's name for HTTP 412, precondition failed.
       return False
 
   def read(self):
-    blob = self._blob()
     try:
-      text = blob.download_as_text()
-    except self._not_found:
+      headers, content = self._fs.call('GET', 'b/{}/o/{}', self._bucket, self._name,
+                                       alt='media')
+    except FileNotFoundError:
       return None, None
-    version = (blob.generation, blob.updated.timestamp() if blob.updated else time.time())
+    version = (int(headers['x-goog-generation']), time.time())
     try:
-      return json.loads(text), version
+      return json.loads(content), version
     except ValueError:
       return None, version
 
+  def take_over(self, text: str, version) -> bool:
+    """One compare-and-swap: of two runs taking over, one upload matches."""
+    try:
+      self._upload(text, version[0])
+      return True
+    except FileExistsError:
+      return False
+
   def replace(self, text: str, version) -> None:
     try:
-      self._blob().upload_from_string(text, if_generation_match=version[0])
-    except self._precondition_failed as e:
+      self._upload(text, version[0])
+    except FileExistsError as e:
       raise OSError(f'lock changed under this run: {e}') from None
 
   def remove(self, version) -> None:
+    generation = {} if version is None else {'ifGenerationMatch': str(version[0])}
     try:
-      self._blob().delete(if_generation_match=None if version is None else version[0])
-    except (self._precondition_failed, self._not_found):
+      self._fs.call('DELETE', 'b/{}/o/{}', self._bucket, self._name, **generation)
+    except (FileExistsError, FileNotFoundError):
       pass
