@@ -4,7 +4,7 @@ Orbax's arrays reach the bucket through tensorstore's GCS driver, everything
 else (metadata, metrics.jsonl, TensorBoard events, config.json,
 final_metrics.json, curves.png, the set-aside of a damaged checkpoint) through
 etils.epath and gcsfs; the workdir lock is an object guarded by generation
-preconditions (google-cloud-storage). Sweeps and the ablation keep every trial,
+preconditions (through gcsfs). Sweeps and the ablation keep every trial,
 its log and their reports in the bucket. No file of a run is written locally.
 """
 
