@@ -16,6 +16,7 @@ In a multi-process run only process 0 takes the lock, for all of them.
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import json
 import os
 import socket
@@ -58,8 +59,10 @@ class WorkdirLock:
       if self._store.create(self._payload()):
         break
       holder, version = self._store.read()
-      if holder is None:  # Being written right now, or unreadable: look again.
+      if holder is None:  # Gone since, or not JSON: written by hand or damaged.
         if version is not None and time.time() - version[1] > self._stale_after_s:
+          logging.warning('removing the unreadable lock %s, last written %.0f s ago',
+                          self.path, time.time() - version[1])
           self._store.remove(version)
         time.sleep(0.1)
         continue
@@ -75,6 +78,11 @@ class WorkdirLock:
       if self._store.take_over(self._payload(), version):  # Only if still that holder's.
         break
     else:
+      if holder is None and version is not None:
+        raise WorkdirLockedError(
+            f'the lock {self.path} is unreadable (not JSON), last written '
+            f'{time.time() - version[1]:.0f} s ago; it counts as a live run\'s until it is '
+            f'{self._stale_after_s:.0f} s old. If no run uses {self.path.parent}, delete it.')
       raise WorkdirLockedError(f'could not take the lock {self.path}: it keeps changing')
     self._thread = threading.Thread(target=self._beat, name='workdir-lock-heartbeat',
                                     daemon=True)
@@ -260,7 +268,9 @@ class _GcsObject:
                                        alt='media')
     except FileNotFoundError:
       return None, None
-    version = (int(headers['x-goog-generation']), time.time())
+    # The object's own time, so that a damaged lock goes stale like a file's mtime.
+    version = (int(headers['x-goog-generation']),
+               email.utils.parsedate_to_datetime(headers['last-modified']).timestamp())
     try:
       return json.loads(content), version
     except ValueError:

@@ -188,6 +188,20 @@ def test_two_runs_taking_over_a_dead_runs_bucket_lock_cannot_both_win(gcs):
   assert gcs.objects(BUCKET, 'locked/') == []
 
 
+def test_an_unreadable_bucket_lock_goes_stale_by_the_objects_own_time(gcs):
+  from nin_jax import workdir_lock
+  workdir = f'gs://{BUCKET}/damaged-lock'
+  (epath.Path(workdir) / workdir_lock.LOCK_FILE).write_text('not a lock')
+  with pytest.raises(workdir_lock.WorkdirLockedError, match='is unreadable'):
+    workdir_lock.WorkdirLock(workdir, stale_after_s=30).acquire()
+  time.sleep(3)  # Last-Modified has whole seconds.
+  lock = workdir_lock.WorkdirLock(workdir, stale_after_s=1)
+  lock.acquire()
+  assert json.loads((epath.Path(workdir) / workdir_lock.LOCK_FILE).read_text())['pid'] == os.getpid()
+  lock.release()
+  assert gcs.objects(BUCKET, 'damaged-lock/') == []
+
+
 def test_an_unsupported_url_scheme_is_refused_not_made_a_local_directory(tmp_path):
   proc = run_cli('fashion_mnist.py', 's3://nin-test/run', TINY)
   assert proc.returncode == 2

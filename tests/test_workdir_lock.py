@@ -53,3 +53,20 @@ def test_the_heartbeat_is_refreshed_while_held(tmp_path):
   assert json.loads((tmp_path / workdir_lock.LOCK_FILE).read_text())['heartbeat'] > first
   lock.release()
   assert os.listdir(tmp_path) == []
+
+
+def test_an_unreadable_lock_is_refused_while_fresh_and_removed_once_stale(tmp_path, caplog):
+  lock_file = tmp_path / workdir_lock.LOCK_FILE
+  lock_file.write_text('{"host": "other-ho')  # Damaged: cut short.
+  with pytest.raises(workdir_lock.WorkdirLockedError,
+                     match=r'is unreadable \(not JSON\), last written \d+ s ago; .* If no run '
+                           f'uses {tmp_path}, delete it'):
+    workdir_lock.WorkdirLock(str(tmp_path)).acquire()
+  assert lock_file.read_text() == '{"host": "other-ho'  # Refused, and nothing lost.
+  old = time.time() - 2 * workdir_lock.STALE_AFTER_S
+  os.utime(lock_file, (old, old))
+  lock = workdir_lock.WorkdirLock(str(tmp_path))
+  lock.acquire()
+  assert json.loads(lock_file.read_text())['pid'] == os.getpid()
+  assert any('removing the unreadable lock' in r.getMessage() for r in caplog.records)
+  lock.release()
