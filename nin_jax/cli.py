@@ -20,7 +20,8 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from nin_jax import accelerators, checkpoint, config_file, configs, datasets, sharding, storage
+from nin_jax import (accelerators, checkpoint, config_file, configs, datasets, metrics,
+                     run_history, sharding, storage)
 
 # Quiet start: TensorFlow's and XLA's C++ INFO lines ("oneDNN custom operations
 # are on", "All log messages before absl::InitializeLog()...") are hidden;
@@ -154,6 +155,8 @@ def _main(argv):
     print(f'final test accuracy {result["test/accuracy"]:.4f} '
           f'(error {100 * (1 - result["test/accuracy"]):.2f}%) after {result["step"]} steps;'
           f' workdir {storage.workdir_path(workdir)}')
+    metrics.console(f'{run_history.wall_summary(workdir)} (python -m nin_jax.run_history '
+                    f'{storage.workdir_path(workdir)} lists them)')
 
 
 def _parse_flags(argv):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import time
 from typing import Any
 
@@ -20,7 +21,7 @@ from etils import epath
 
 from nin_jax import checkpoint as checkpoint_lib
 from nin_jax import config as config_lib
-from nin_jax import optim, storage
+from nin_jax import metrics, optim, storage
 
 CONFIG_FILE = 'config.json'
 LAUNCHES_FILE = 'launches.jsonl'
@@ -155,3 +156,62 @@ def schedule_change(workdir: str, config: ml_collections.ConfigDict, *, step: in
 def _write_atomically(path: epath.Path, text: str) -> None:
   # A crash leaves the old file or the new one, never half of one (storage.py).
   storage.write_atomic(path, text)
+
+
+def launch_times(workdir: str) -> list[dict]:
+  """Each launch: the steps it trained and its wall time.
+
+  A launch runs from its start to its last record in metrics.jsonl, so its
+  time includes set-up, compilation, evaluation and checkpoints. Progress that
+  a crash lost (records past the checkpoint resumed from are dropped) is not
+  counted, nor the time after a launch's last record.
+  """
+  timed = [r for r in launches(workdir) if 'time' in r]
+  path = epath.Path(workdir) / metrics.METRICS_FILE
+  records = sorted((r['time'], r['step']) for r in metrics.read_metrics(path)
+                   if 'time' in r) if path.exists() else []
+  out = []
+  for i, launch in enumerate(timed):
+    end = timed[i + 1]['time'] if i + 1 < len(timed) else float('inf')
+    own = [(t, step) for t, step in records if launch['time'] <= t < end]
+    out.append({'start_step': launch['start_step'],
+                'end_step': max((step for _, step in own), default=launch['start_step']),
+                'host': launch['host'], 'started': launch['time'],
+                'wall_s': own[-1][0] - launch['time'] if own else 0.0,
+                'changed': launch.get('changed', {})})
+  return out
+
+
+def wall_summary(workdir: str) -> str:
+  """'1h02m03s wall over 3 launches', or '' for a run with no launch record."""
+  times = launch_times(workdir)
+  if not times:
+    return ''
+  total = sum(t['wall_s'] for t in times)
+  return (f'{metrics.format_duration(total)} wall over {len(times)} '
+          f'launch{"es" if len(times) > 1 else ""}')
+
+
+def main(argv: list[str]) -> int:
+  if len(argv) != 2:
+    print('usage: python -m nin_jax.run_history WORKDIR', file=sys.stderr)
+    return 2
+  workdir = str(storage.workdir_path(argv[1]))
+  times = launch_times(workdir)
+  if not times:
+    print(f'error: {workdir} has no {LAUNCHES_FILE}: not a training workdir, or from '
+          'before launch records', file=sys.stderr)
+    return 2
+  print(f'{"launch":>6}  {"host":<12} {"started (UTC)":<19}  {"steps":<15} {"wall":>10}  changed')
+  for i, t in enumerate(times, 1):
+    started = time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(t['started']))
+    steps = f'{t["start_step"]} → {t["end_step"]}'
+    changed = ', '.join(f'{k}: {_show(a)} → {_show(b)}' for k, (a, b) in t['changed'].items())
+    print(f'{i:>6}  {t["host"]:<12} {started:<19}  {steps:<15} '
+          f'{metrics.format_duration(t["wall_s"]):>10}  {changed}')
+  print(f'total: {wall_summary(workdir)}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main(sys.argv))

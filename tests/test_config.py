@@ -5,6 +5,7 @@ import glob
 import importlib.util
 import json
 import os
+import re
 
 import pytest
 
@@ -74,6 +75,8 @@ def test_command_line_overrides_reach_the_run(tmp_path):
   assert saved['model']['fc_hidden'] == [16]
   assert saved['seed'] == 7
   assert 'final test accuracy' in proc.stdout
+  assert re.search(r'^\d+m\d\ds wall over 1 launch \(python -m nin_jax.run_history ',
+                   proc.stdout, re.M)
 
 
 @pytest.mark.parametrize('override, message', [
