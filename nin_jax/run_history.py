@@ -184,7 +184,10 @@ def launch_times(workdir: str) -> list[dict]:
 
 def wall_summary(workdir: str) -> str:
   """'1h02m03s wall over 3 launches', or '' for a run with no launch record."""
-  times = launch_times(workdir)
+  return _total(launch_times(workdir))
+
+
+def _total(times: list[dict]) -> str:
   if not times:
     return ''
   total = sum(t['wall_s'] for t in times)
@@ -206,10 +209,10 @@ def main(argv: list[str]) -> int:
   for i, t in enumerate(times, 1):
     started = time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(t['started']))
     steps = f'{t["start_step"]} → {t["end_step"]}'
-    changed = ', '.join(f'{k}: {_show(a)} → {_show(b)}' for k, (a, b) in t['changed'].items())
+    changed = describe([(k, a, b) for k, (a, b) in t['changed'].items()], 'before', 'then')
     print(f'{i:>6}  {t["host"]:<12} {started:<19}  {steps:<15} '
           f'{metrics.format_duration(t["wall_s"]):>10}  {changed}')
-  print(f'total: {wall_summary(workdir)}')
+  print(f'total: {_total(times)}')
   return 0
 
 

@@ -60,9 +60,10 @@ class WorkdirLock:
         break
       holder, version = self._store.read()
       if holder is None:  # Gone since, or not JSON: written by hand or damaged.
-        if version is not None and time.time() - version[1] > self._stale_after_s:
+        age = None if version is None else time.time() - version[1]
+        if age is not None and age > self._stale_after_s:
           logging.warning('removing the unreadable lock %s, last written %.0f s ago',
-                          self.path, time.time() - version[1])
+                          self.path, age)
           self._store.remove(version)
         time.sleep(0.1)
         continue
@@ -81,7 +82,7 @@ class WorkdirLock:
       if holder is None and version is not None:
         raise WorkdirLockedError(
             f'the lock {self.path} is unreadable (not JSON), last written '
-            f'{time.time() - version[1]:.0f} s ago; it counts as a live run\'s until it is '
+            f'{age:.0f} s ago; it counts as a live run\'s until it is '
             f'{self._stale_after_s:.0f} s old. If no run uses {self.path.parent}, delete it.')
       raise WorkdirLockedError(f'could not take the lock {self.path}: it keeps changing')
     self._thread = threading.Thread(target=self._beat, name='workdir-lock-heartbeat',
