@@ -6,20 +6,22 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# The exact versions the quickstart and the tests install (make lock remakes it).
+LOCK := requirements-lock.txt
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SLURM := /usr/sbin/slurmctld
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup data quickstart test clean
+.PHONY: setup data quickstart test lock clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-lock.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
 	  echo "error: nin_jax needs Python >= 3.11 ($(PYTHON) is $$($(PYTHON) -V 2>&1)); run e.g. 'make PYTHON=python3.12 ...', or make one with 'pip install uv && uv venv --python 3.12 $(VENV)'"; exit 2; }
 	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q -c $(LOCK) -e .
 	touch $@
 
 data: $(FASHION_MNIST)
@@ -37,10 +39,22 @@ $(SLURM):
 	$(SUDO) apt-get update -q
 	$(SUDO) apt-get install -y -q slurm-wlm
 
-# The `test` extra: pytest, the benchmark's PyTorch peer (CPU build), a local GCS server.
-$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
-	$(PY) -m pip install -q -e '.[test]'
+# The `test` extra (pytest, a local GCS server, the `tfds` extra) and the `torch`
+# extra (the benchmark's PyTorch peer, the CPU build on Python 3.11).
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt requirements-tfds.txt requirements-torch.txt
+	$(PY) -m pip install -q -c $(LOCK) -e '.[test,torch]'
 	touch $@
+
+# Remakes requirements-lock.txt from the ranges in requirements*.txt: the runtime
+# and test sets (torch is pinned in its own extra) for the main lane, Python 3.11.
+lock:
+	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q uv
+	$(VENV)/bin/uv pip compile pyproject.toml --extra test --python-version 3.11 \
+	  --no-header --quiet --output-file $(LOCK).new
+	{ echo '# The exact versions of the main lane (Python 3.11): the runtime and test sets,'; \
+	  echo '# torch aside (pinned in its own extra). Made by `make lock`; do not edit.'; \
+	  cat $(LOCK).new; } > $(LOCK) && rm $(LOCK).new
 
 test: setup data $(SLURM) $(VENV)/.installed-test
 	$(PY) -m pytest -q tests

@@ -11,7 +11,7 @@ ablation_curves.png. The paper's setup is --config=cifar10_noaug. See
 nin_jax/ablation.py; the command is nin_jax/commands.py (`nin-ablation`).
 """
 
-from nin_jax import commands
+from nin_jax import entry
 
 if __name__ == '__main__':
-  commands.ablation()
+  entry.ablation()

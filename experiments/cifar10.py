@@ -1,6 +1,6 @@
 """Train the paper's NIN on CIFAR-10. See nin_jax/configs/cifar10.py."""
 
-from nin_jax import cli, configs
+from nin_jax import entry
 
 if __name__ == '__main__':
-  cli.run(configs.path('cifar10'))
+  entry.train('cifar10')

@@ -8,7 +8,7 @@ each test image, the image and the last mlpconv layer's maps of its top-k
 predicted classes. See nin_jax/classmap.py.
 """
 
-from nin_jax import commands
+from nin_jax import entry
 
 if __name__ == '__main__':
-  commands.classmap()
+  entry.classmap()

@@ -19,6 +19,11 @@ CIFAR-10 training split (--data_dir) to fit the whitening.
 
 import sys
 
+from nin_jax import process_setup
+
+process_setup.configure()  # This script is an entry point: before jax loads.
+
+# pylint: disable=wrong-import-position
 import numpy as np
 from absl import app, flags
 

@@ -1,6 +1,6 @@
 """Train NIN on Fashion-MNIST (offline quickstart). See nin_jax/configs/fashion_mnist.py."""
 
-from nin_jax import cli, configs
+from nin_jax import entry
 
 if __name__ == '__main__':
-  cli.run(configs.path('fashion_mnist'))
+  entry.train('fashion_mnist')

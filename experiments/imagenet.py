@@ -1,6 +1,6 @@
 """Train the Caffe-zoo ImageNet NIN. See nin_jax/configs/imagenet.py."""
 
-from nin_jax import cli, configs
+from nin_jax import entry
 
 if __name__ == '__main__':
-  cli.run(configs.path('imagenet'))
+  entry.train('imagenet')

@@ -1,7 +1,10 @@
-"""Network-in-Network (Lin, Chen & Yan, 2014) in JAX/Flax."""
+"""Network-in-Network (Lin, Chen & Yan, 2014) in JAX/Flax.
 
-from nin_jax import storage as _storage
-from nin_jax import xla_cpu as _xla_cpu
+Importing nin_jax changes nothing in the process. The entry points (nin-train,
+experiments/*.py) call `configure_process()` before jax starts; a library user
+who wants the same settings calls it first (see nin_jax/process_setup.py).
+"""
 
-_xla_cpu.configure()
-_storage.use_fsspec_for_buckets()
+from nin_jax.process_setup import configure as configure_process
+
+__all__ = ['configure_process']

@@ -21,19 +21,13 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from nin_jax import (accelerators, checkpoint, config_file, configs, datasets, metrics,
-                     run_history, sharding, storage)
-
-# Quiet start: TensorFlow's and XLA's C++ INFO lines ("oneDNN custom operations
-# are on", "All log messages before absl::InitializeLog()...") are hidden;
-# their warnings and errors still show. Set before TF or jaxlib log anything.
-if not os.environ.get('TF_CPP_MIN_LOG_LEVEL'):
-  os.environ['TF_CPP_MIN_LOG_LEVEL'] = '1'
+                     run_history, sharding, storage, tensorflow_loader)
 
 FLAGS = flags.FLAGS
 
 # Errors that mean "the input is wrong": shown as a message, not a traceback.
 USER_ERRORS = (ValueError, datasets.DatasetError, checkpoint.CheckpointError,
-               FileNotFoundError)
+               FileNotFoundError, tensorflow_loader.NotInstalledError)
 
 
 def _define_flags(default_config: str) -> None:
@@ -75,11 +69,6 @@ def _define_flags(default_config: str) -> None:
                'coordinator_address', 'num_processes', 'process_id', 'compilation_cache_dir', 'heartbeat_timeout_s',
                'allow_cpu'):
     FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
-
-
-def main() -> None:
-  """The `nin-train` console script: the quickstart config unless --config says."""
-  run(configs.path('fashion_mnist'))
 
 
 def run(default_config: str) -> None:

@@ -13,14 +13,14 @@ a pod far away from whoever can fix it.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import gzip
 import os
 import zlib
-from typing import Any
 
 from absl import logging
 import numpy as np
+
+from nin_jax import tensorflow_loader
 
 __all__ = ['DATASETS', 'DatasetError', 'DatasetInfo', 'load_arrays']
 
@@ -177,21 +177,6 @@ def _validate(name: str, split: str, info: DatasetInfo, images: np.ndarray,
 # ----------------------------------------------------------------------------
 
 
-@functools.cache
-def _import_tf() -> Any:
-  """Imports TensorFlow with accelerators hidden, so it never takes GPU/TPU memory."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  try:
-    tf.config.set_visible_devices([], 'GPU')
-  except (RuntimeError, ValueError) as e:  # already initialised / no such type
-    logging.warning('Could not hide GPUs from TensorFlow: %s', e)
-  try:
-    tf.config.set_visible_devices([], 'TPU')
-  except (RuntimeError, ValueError):
-    pass  # TPU device type unknown to tensorflow-cpu; nothing to hide.
-  return tf
-
-
 def _not_prepared(name: str, info: DatasetInfo, data_dir: str | None,
                   cause: BaseException) -> DatasetError:
   where = data_dir if data_dir is not None else (
@@ -206,8 +191,8 @@ def _not_prepared(name: str, info: DatasetInfo, data_dir: str | None,
 
 def _load_tfds(name: str, info: DatasetInfo, split: str,
                data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
-  tf = _import_tf()
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  tf = tensorflow_loader.tensorflow()
+  tfds = tensorflow_loader.tfds()
 
   # What tfds 4.9.10 raises when the data is absent and download=False:
   # AssertionError("Dataset X: could not find data in DIR ...") from

@@ -38,7 +38,7 @@ from typing import Iterator
 import jax
 import numpy as np
 
-from nin_jax import datasets
+from nin_jax import datasets, tensorflow_loader
 
 TFDS_NAME = 'imagenet2012'
 NUM_CLASSES = 1000
@@ -48,7 +48,7 @@ MEAN_RGB = (123.0, 117.0, 104.0)
 
 
 def _tf():
-  return datasets._import_tf()  # pylint: disable=protected-access
+  return tensorflow_loader.tensorflow()
 
 
 def _warp_minus_mean(image, mean):
@@ -93,7 +93,7 @@ class ImageNetData:
   mean: tuple | np.ndarray = MEAN_RGB  # a pixel (3,) or a mean image (256, 256, 3)
 
   def __post_init__(self):
-    import tensorflow_datasets as tfds
+    tfds = tensorflow_loader.tfds()
     self._source = None
     self.records_read = 0  # Training records read so far (resume reads none before k).
     self._tfds = tfds

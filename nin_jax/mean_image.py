@@ -22,6 +22,8 @@ import numpy as np
 from absl import logging
 from etils import epath
 
+from nin_jax import tensorflow_loader
+
 
 def mean_image(batches: Iterable[np.ndarray]) -> np.ndarray:
   """The per-pixel mean (H, W, C) float32 of image batches (N, H, W, C), in their units."""
@@ -72,9 +74,8 @@ def imagenet_mean_image(data_dir: str | None, cache_dir: str | os.PathLike[str],
   the whole split, so all hosts subtract the same mean), then read from
   `cache_dir/mean_image_imagenet2012_<N>_256.npy`.
   """
-  import tensorflow_datasets as tfds
-  from nin_jax import datasets, imagenet_input
-  tf = datasets._import_tf()  # pylint: disable=protected-access
+  from nin_jax import imagenet_input
+  tf, tfds = tensorflow_loader.tensorflow(), tensorflow_loader.tfds()
   builder = tfds.builder(imagenet_input.TFDS_NAME, data_dir=data_dir)
   size = imagenet_input.RESIZE
 

@@ -53,8 +53,10 @@ class MetricWriter:
     """
     if not self.enabled:
       return
-    from tensorboard.plugins.hparams import api as hp
-    self._tb.write_summary(0, hp.hparams_pb(flatten_hparams(config), trial_id=trial_id or None))
+    # summary_v2, not hparams.api: the api module imports TensorFlow (its Keras callback).
+    from tensorboard.plugins.hparams import summary_v2
+    self._tb.write_summary(0, summary_v2.hparams_pb(flatten_hparams(config),
+                                                    trial_id=trial_id or None))
 
   def close(self) -> None:
     pass  # Every write is flushed: a killed run loses no record.

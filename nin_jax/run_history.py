@@ -21,7 +21,7 @@ from etils import epath
 
 from nin_jax import checkpoint as checkpoint_lib
 from nin_jax import config as config_lib
-from nin_jax import metrics, optim, storage
+from nin_jax import metrics, optim, provenance, storage
 
 CONFIG_FILE = 'config.json'
 LAUNCHES_FILE = 'launches.jsonl'
@@ -129,7 +129,7 @@ def record_launch(workdir: str, config: ml_collections.ConfigDict, *, start_step
                        'note': 'recorded before launches.jsonl existed'}) + '\n'
   record = {'start_step': start_step, 'total_steps': total_steps,
             'steps_per_epoch': steps_per_epoch, 'time': time.time(),
-            'host': socket.gethostname(),
+            'host': socket.gethostname(), 'provenance': provenance.current(),
             'changed': {k: [a, b] for k, a, b in diff}, 'config': as_dict(config)}
   if text and not text.endswith('\n'):
     text += '\n'
@@ -178,7 +178,8 @@ def launch_times(workdir: str) -> list[dict]:
                 'end_step': max((step for _, step in own), default=launch['start_step']),
                 'host': launch['host'], 'started': launch['time'],
                 'wall_s': own[-1][0] - launch['time'] if own else 0.0,
-                'changed': launch.get('changed', {})})
+                'changed': launch.get('changed', {}),
+                'provenance': launch.get('provenance')})
   return out
 
 
@@ -212,6 +213,8 @@ def main(argv: list[str]) -> int:
     changed = describe([(k, a, b) for k, (a, b) in t['changed'].items()], 'before', 'then')
     print(f'{i:>6}  {t["host"]:<12} {started:<19}  {steps:<15} '
           f'{metrics.format_duration(t["wall_s"]):>10}  {changed}')
+    if t['provenance']:  # Launches recorded before provenance was kept have none.
+      print(f'{"":>8}{provenance.describe(t["provenance"])}')
   print(f'total: {_total(times)}')
   return 0
 

@@ -1,4 +1,4 @@
-"""XLA:CPU settings this project measured to matter, applied on import.
+"""XLA:CPU settings this project measured to matter (process_setup.configure applies them).
 
   --xla_cpu_experimental_ynn_fusion_type=reduce
       jaxlib 0.10 hands convolutions and dots to YNNPACK by default, and
@@ -10,7 +10,7 @@
       Schedules independent ops so they can overlap: +3–4% (three
       alternating pairs of runs).
 (2-core Xeon, batch 128; docs/benchmarks.md.) XLA reads its flags when the
-first backend starts, so this must run before any array exists. The flags
+first backend starts, so they must be set before any array exists. The flags
 only concern the CPU backend, and a flag the user already put in XLA_FLAGS
 keeps the user's value.
 """
@@ -18,7 +18,6 @@ keeps the user's value.
 from __future__ import annotations
 
 import os
-import warnings
 
 FLAGS = {
     '--xla_cpu_experimental_ynn_fusion_type': 'reduce',
@@ -33,9 +32,4 @@ def configure(environ=os.environ) -> list[str]:
   if not added:
     return []
   environ['XLA_FLAGS'] = ' '.join([flags, *added]).strip()
-  from jax._src import xla_bridge  # Private, but the only way to ask.
-  if environ is os.environ and xla_bridge.backends_are_initialized():
-    warnings.warn('nin_jax was imported after JAX started its backends, so its XLA:CPU '
-                  f'settings ({" ".join(added)}) do not apply; CPU training will be '
-                  'slower. Import nin_jax first.')
   return added

@@ -7,6 +7,12 @@ import sys
 
 import pytest
 
+import nin_jax
+
+# The tests run in-process what the entry points run: with nin_jax's process
+# settings (XLA:CPU flags, the gs:// backend), applied before jax starts.
+nin_jax.configure_process()
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FASHION_MNIST = '/usr/share/datasets/fashion-mnist'
 
@@ -69,7 +75,10 @@ def run_cli(script, workdir, overrides=(), *, devices=1, extra_args=(), env=None
   if workdir is not None:
     args.append(f'--workdir={workdir}')
   args += [f'--config.{k}={v}' for k, v in dict(overrides).items()] + list(extra_args)
-  full_env = {**os.environ, 'PYTHONPATH': REPO, **(env or {})}
+  # TF_ENABLE_ONEDNN_OPTS=1: TensorFlow starts as it does by default on CPUs with
+  # AVX-512 VNNI/BF16 (Zen 4, Sapphire Rapids), logging its oneDNN line; on any CPU,
+  # so the tests of what a user sees hold on every machine CI may get.
+  full_env = {**os.environ, 'PYTHONPATH': REPO, 'TF_ENABLE_ONEDNN_OPTS': '1', **(env or {})}
   full_env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
   full_env['JAX_PLATFORMS'] = 'cpu'
   return subprocess.run(args, capture_output=True, text=True, env=full_env,

@@ -16,12 +16,17 @@ import json
 import os
 import sys
 
-from jax.experimental import multihost_utils
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from nin_jax import checkpoint, cli, train  # pylint: disable=wrong-import-position
+# pylint: disable=wrong-import-position
+import nin_jax
+
+nin_jax.configure_process()  # What experiments/fashion_mnist.py's entry does, before jax.
+
+from jax.experimental import multihost_utils
+
+from nin_jax import checkpoint, cli, train
 
 seen = {'equality_checks': [], 'restored_step': None}
 phase = 'start-up'

@@ -4,7 +4,7 @@ import os
 
 import ml_collections
 
-from conftest import run_cli
+from conftest import REPO, TINY, run_cli
 from nin_jax import config as config_lib, config_doc
 
 
@@ -42,12 +42,43 @@ def test_help_says_how_to_list_and_override_fields():
   assert '--[no]print_config' in result.stdout and '--config.<field>=<value>' in result.stdout
 
 
+C_PLUS_PLUS_NOISE = ('absl::InitializeLog', 'cpu_feature_guard', 'oneDNN custom operations',
+                     'PjRt-IFRT')
+
+
 def test_start_is_quiet(tmp_path):
-  """TensorFlow starts (TFDS source) without its C++ INFO lines; the user's error still shows."""
+  """TensorFlow starts (TFDS source) without its C++ INFO lines; the user's error still shows.
+
+  TF_CPP_MIN_LOG_LEVEL set but empty (as some wrappers do) would let jaxlib log
+  at INFO; run_cli's TF_ENABLE_ONEDNN_OPTS=1 makes TensorFlow log its oneDNN
+  line on any CPU.
+  """
   result = run_cli('fashion_mnist.py', tmp_path / 'run',
                    {'dataset.source': 'tfds', 'dataset.data_dir': str(tmp_path / 'none'),
                     'dataset.train_subset': 64, 'model.width_multiplier': 0.125},
                    env={'TF_CPP_MIN_LOG_LEVEL': ''})
   assert result.returncode == 2 and 'is not prepared' in result.stderr
-  for noise in ('absl::InitializeLog', 'cpu_feature_guard', 'oneDNN custom operations'):
+  for noise in C_PLUS_PLUS_NOISE:
     assert noise not in result.stderr, result.stderr
+
+
+def test_a_run_on_idx_files_never_imports_tensorflow(tmp_path):
+  """The quickstart's path (IDX files, metrics, TensorBoard hparams, plots) needs no TensorFlow.
+
+  A `tensorflow` package that ends the process when imported stands first on
+  the path; the run must finish all the same, and print nothing on stderr.
+  """
+  fake = tmp_path / 'site' / 'tensorflow'
+  fake.mkdir(parents=True)
+  (fake / '__init__.py').write_text(
+      'import os, sys, traceback\n'
+      'traceback.print_stack(file=sys.stderr)\n'
+      'sys.stderr.write("tensorflow was imported\\n"); sys.stderr.flush(); os._exit(99)\n')
+  result = run_cli('fashion_mnist.py', tmp_path / 'run',
+                   {**TINY, 'max_steps': 4, 'write_plots': True},
+                   env={'PYTHONPATH': f'{tmp_path / "site"}{os.pathsep}{REPO}',
+                        'TF_CPP_MIN_LOG_LEVEL': ''})
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stderr == '', result.stderr[-3000:]
+  assert 'final test accuracy' in result.stdout
+  assert (tmp_path / 'run' / 'curves.png').exists()

@@ -15,15 +15,19 @@ def project():
   return read_configuration(os.path.join(REPO, 'pyproject.toml'), expand=True)['project']
 
 
-def test_python_311_dependencies_and_extras():
+def test_dependencies_and_extras_tensorflow_only_in_tfds():
   p = project()
   assert p['requires-python'] == '>=3.11'
   names = {re.split(r'[\[<>=]', d)[0] for d in p['dependencies']}
-  assert {'jax', 'flax', 'orbax-checkpoint', 'etils', 'gcsfs', 'tensorflow-cpu'} <= names
+  assert {'jax', 'flax', 'orbax-checkpoint', 'etils', 'gcsfs'} <= names
+  assert not names & {'tensorflow', 'tensorflow-cpu', 'tensorflow-datasets', 'torch'}
   extras = p['optional_dependencies']
-  assert any(d.startswith('jax[tpu]') for d in extras['tpu'])
+  tfds = {'tensorflow-cpu>=2.21,<2.22', 'tensorflow-datasets>=4.9.10,<5'}
+  assert set(extras['tfds']) == tfds
+  assert any(d.startswith('jax[tpu]') for d in extras['tpu']) and tfds <= set(extras['tpu'])
   assert any(d.startswith('jax[cuda12]') for d in extras['cuda12'])
-  assert 'torch==2.13.0' in extras['test']  # The CPU build this index serves.
+  assert tfds <= set(extras['cuda12']) and tfds <= set(extras['test'])
+  assert extras['torch'] == ['torch==2.13.0']  # The CPU build this index serves.
   assert any(d.startswith('pytest') for d in extras['test'])
 
 

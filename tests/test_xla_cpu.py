@@ -1,8 +1,7 @@
-"""The XLA:CPU setting nin_jax applies on import (see nin_jax/xla_cpu.py)."""
+"""The XLA:CPU settings of nin_jax/xla_cpu.py (conftest applies them, as the entry points do)."""
 
 import jax
 import jax.numpy as jnp
-import nin_jax  # noqa: F401  (applies the setting before JAX starts)
 from nin_jax import xla_cpu
 
 
