@@ -34,9 +34,13 @@ def base_config() -> ml_collections.ConfigDict:
       preprocessing='standardize',
       gcn_scale=55.0,           # GCN: each image's L2 norm after normalisation
       zca_filter_bias=0.1,      # ZCA: added to the covariance's eigenvalues
-      cache_dir='',             # where fitted ZCA lives ('' = ~/.cache/nin_jax)
+      # where fitted ZCA lives ('' = ~/.cache/nin_jax) and ImageNet's mean image
+      # ('' = beside the dataset; set it, e.g. to the workdir, where that is read-only)
+      cache_dir='',
       image_size=224,           # ImageNet crop (224, or 227 as in Caffe)
       imagenet_mean='pixel',    # ImageNet: 'image' (zoo mean_file, computed once, cached) or 'pixel'
+      workers=-1,               # ImageNet decode processes: -1 = one per core of the host, 0 = none
+      resized_dir='',           # ImageNet: read the pre-resized cache here (nin_jax/imagenet_resized.py)
       train_extra=False,        # also train on the 'extra' split (SVHN)
       validation_per_class_train=0,  # held out of 'train' per class for validation metrics
       validation_per_class_extra=0,  # held out of 'extra' per class (with train_extra)
@@ -124,6 +128,7 @@ RESUME_SAFE_FIELDS = (
     'log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints', 'write_plots',
     'testing.*',
     'dataset.data_dir', 'dataset.idx_dir', 'dataset.cache_dir', 'dataset.test_subset',
+    'dataset.workers',
     'dataset.on_device', 'model.conv_impl',
     'optim.learning_rate', 'optim.schedule', 'optim.decay_epochs', 'optim.decay_factor',
     'optim.warmup_epochs', 'optim.momentum', 'optim.nesterov', 'optim.weight_decay',
@@ -170,6 +175,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         'dataset.validation_per_class_train', 'must be >= 0')
   check(d.train_extra or not d.validation_per_class_extra,
         'dataset.validation_per_class_extra', 'needs dataset.train_extra')
+  check(d.workers >= -1, 'dataset.workers', 'must be >= -1 (-1 = one per core)')
   check(d.train_subset >= 0 and d.test_subset >= 0, 'dataset.train_subset',
         'subset sizes must be >= 0')
   check(config.augment.translate >= 0, 'augment.translate', 'must be >= 0 pixels')

@@ -1,26 +1,30 @@
-"""ImageNet (ILSVRC-2012) streamed from TFDS, as the Caffe model zoo NIN saw it.
+"""ImageNet (ILSVRC-2012) streamed by index and decoded in worker processes,
+as the Caffe model zoo NIN saw it.
 
-Training: decode, resize to 256×256 (Caffe's warp, aspect ratio not kept: an
-assumption, the zoo's convert_imageset flags are not published), subtract the
-mean, random 224×224 crop (or 227), random mirror. Evaluation: the same resize
-and mean, then a centre crop. The mean is the zoo's per-pixel mean IMAGE of
-the warped training set (`mean` = nin_jax.mean_image.imagenet_mean_image) or
-Caffe's mean pixel (MEAN_RGB, the default here).
+Preprocessing, as Caffe's convert_imageset and data layer: decode, warp to
+256×256 with OpenCV's bilinear resize (Caffe's own call; the aspect ratio is
+not kept: an assumption, the zoo's convert_imageset flags are not published),
+kept as uint8 like Caffe's LMDB. Training: a random 224×224 crop (or 227),
+minus the mean at the crop's pixels, random mirror. Evaluation: the centre
+crop. The mean is the zoo's per-pixel mean IMAGE of the warped training set
+(`mean` = nin_jax.mean_image.imagenet_mean_image) or Caffe's mean pixel
+(MEAN_RGB, the default here).
 
-Training reads records by index from TFDS's ArrayRecord data source
-(`builder.as_data_source`): global batch k is the k-th slice of a seeded
-permutation of the whole split (a fresh one each epoch,
-`input_pipeline.train_indices`, the same order as the in-memory datasets),
-each process reads only its rows of it, and crops and flips are keyed by
-(seed, position in the global stream). So the stream's position is the train
-step the checkpoint already holds: a run resumed at step k reads its first
-record at k, in O(1), and never a record consumed before k; the result does
-not depend on the number of hosts either.
-Why not a checkpointed tf.data iterator: over sequential TFRecords its state
-is the shuffle buffer (GBs of JPEGs per host per checkpoint), tied to the
-process count. Why not Grain: it would add a dependency to do the same
-index-based shuffle over the same data source. TensorFlow (decode and
-augment, in parallel threads) never sees an accelerator.
+Records are read by index from an ArrayRecord data source: TFDS's
+`imagenet2012` (`builder.as_data_source`) or the pre-resized cache of
+nin_jax/imagenet_resized.py. Element k of the training stream is this
+process's rows of global batch k: the k-th slice of a seeded permutation of
+the split (a fresh one each epoch, data_order.epoch_order, as the in-memory
+datasets), crops and flips keyed by (seed, position in the global stream).
+Grain worker processes (config.dataset.workers, one per core by default) each
+make whole batches (nin_jax/grain_stream.py), outside this process's GIL, and
+Grain hands them back in order. So the batches depend on neither the number
+of workers nor the number of hosts, and the stream's state is the train step
+the checkpoint already holds: a run resumed at step k makes element k first,
+in O(1), and reads no record consumed before k. (Grain's own iterator state
+would add nothing and tie a resume to the worker count.) Nothing here imports
+TensorFlow in the workers: OpenCV decodes, TFDS reads records without it (this
+process loads TFDS through nin_jax/tensorflow_loader.py, as every TFDS path).
 
 ImageNet cannot be downloaded by TFDS: put ILSVRC2012_img_train.tar and
 ILSVRC2012_img_val.tar in a directory and run, once, on any machine
@@ -35,45 +39,46 @@ from __future__ import annotations
 import dataclasses
 from typing import Iterator
 
-import jax
 import numpy as np
 
-from nin_jax import datasets, tensorflow_loader
+from nin_jax import data_order, datasets, grain_stream, tensorflow_loader
 
 TFDS_NAME = 'imagenet2012'
 NUM_CLASSES = 1000
 RESIZE = 256
 # Caffe's ImageNet mean pixel (B, G, R) = (104, 117, 123), here in RGB order.
 MEAN_RGB = (123.0, 117.0, 104.0)
+# The position key of a crop: (seed * this, position in the global stream).
+_SEED_STRIDE = 1_000_003
 
 
-def _tf():
-  return tensorflow_loader.tensorflow()
+def decode_warp(jpeg: bytes) -> np.ndarray:
+  """JPEG bytes → uint8 RGB (256, 256, 3): Caffe's cv::imdecode + cv::resize (bilinear)."""
+  import cv2
+  image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+  if image is None:
+    raise ValueError(f'not a decodable image ({len(jpeg)} bytes)')
+  image = cv2.resize(image, (RESIZE, RESIZE), interpolation=cv2.INTER_LINEAR)
+  return image[:, :, ::-1]  # OpenCV's BGR → RGB (a view; the crop copies).
 
 
-def _warp_minus_mean(image, mean):
-  """Warp to 256² and subtract the mean: a pixel (3,) or an image (256, 256, 3).
+def crop_minus_mean(warped: np.ndarray, mean: np.ndarray, top: int, left: int,
+                    crop: int, flip: bool = False) -> np.ndarray:
+  """float32 crop×crop×3 at (top, left) minus the mean there, then the mirror.
 
-  Before the crop, so each crop sees the mean image at its own pixels, as
-  Caffe's data transformer does."""
-  tf = _tf()
-  image = tf.image.resize(tf.cast(image, tf.float32), (RESIZE, RESIZE))
-  return image - tf.constant(mean, tf.float32)
-
-
-def preprocess_train(image, seed, crop: int, mean=MEAN_RGB):
-  """uint8 HWC → float32 crop×crop×3: warp to 256², −mean, random crop, mirror."""
-  tf = _tf()
-  image = _warp_minus_mean(image, mean)
-  image = tf.image.stateless_random_crop(image, (crop, crop, 3), seed=seed)
-  return tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
+  `mean` is a pixel (3,) or an image (256, 256, 3): a mean image is taken at
+  the crop's own pixels, as Caffe's data transformer subtracts it.
+  """
+  image = warped[top:top + crop, left:left + crop].astype(np.float32)
+  image -= mean if mean.ndim == 1 else mean[top:top + crop, left:left + crop]
+  return image[:, ::-1] if flip else image
 
 
-def preprocess_eval(image, crop: int, mean=MEAN_RGB):
-  """uint8 HWC → float32: warp to 256², −mean, centre crop."""
-  image = _warp_minus_mean(image, mean)
-  offset = (RESIZE - crop) // 2
-  return image[offset:offset + crop, offset:offset + crop, :]
+def train_crop(seed: int, position: int, crop: int) -> tuple[int, int, bool]:
+  """(top, left, flip) of the training image at `position` of the global stream."""
+  rng = np.random.default_rng([seed * _SEED_STRIDE, position])
+  top, left = rng.integers(0, RESIZE - crop + 1, size=2)
+  return int(top), int(left), bool(rng.random() < 0.5)
 
 
 def normalize(images: np.ndarray, fitted: dict[str, np.ndarray]) -> np.ndarray:
@@ -84,6 +89,104 @@ def normalize(images: np.ndarray, fitted: dict[str, np.ndarray]) -> np.ndarray:
   return np.asarray(images, np.float32) - np.asarray(fitted['mean'], np.float32)
 
 
+class TfdsImages:
+  """One split of TFDS's imagenet2012 by index: (JPEG bytes, label).
+
+  Pickled into each worker with its ArrayRecord data source (made for that).
+  """
+
+  def __init__(self, data_dir: str | None, split: str):
+    tfds = tensorflow_loader.tfds()
+    self.name = TFDS_NAME
+    try:
+      builder = tfds.builder(TFDS_NAME, data_dir=data_dir)
+      self.directory = str(builder.data_dir)
+      self._source = builder.as_data_source(
+          split=split, decoders={'image': tfds.decode.SkipDecoding()})
+    except (AssertionError, FileNotFoundError, KeyError, ValueError, NotImplementedError,
+            tfds.core.registered.DatasetNotFoundError) as e:
+      raise _not_prepared(data_dir, e) from e
+    if not len(self._source):
+      raise _not_prepared(data_dir, None)
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, index: int) -> tuple[bytes, int]:
+    example = self._source[int(index)]
+    return example['image'], int(example['label'])
+
+
+def _not_prepared(data_dir, cause) -> datasets.DatasetError:
+  where = data_dir or 'the default TFDS dir ($TFDS_DATA_DIR or ~/tensorflow_datasets)'
+  said = f' (TFDS said: {" ".join(str(cause).split())})' if cause else ''  # One line.
+  return datasets.DatasetError(
+      f'imagenet2012 is not prepared in {where} as ArrayRecord files, which '
+      'are read by index. ImageNet needs a manual download: put '
+      'ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in a directory and run '
+      '`tfds build imagenet2012 --manual_dir=<that dir> --data_dir=<DIR> '
+      '--file_format=array_record`, then pass --config.dataset.data_dir=<DIR>' + said)
+
+
+def open_split(data_dir: str | None, resized_dir: str, split: str):
+  """The records of `split`: the pre-resized cache if `resized_dir`, else TFDS's."""
+  if resized_dir:
+    from nin_jax import imagenet_resized
+    return imagenet_resized.ResizedImages(resized_dir, split)
+  return TfdsImages(data_dir, split)
+
+
+class TrainBatch:
+  """Step k → this process's rows of global batch k, decoded and augmented.
+
+  What a Grain worker runs; a pure function of (seed, k).
+  """
+
+  def __init__(self, images, global_batch_size: int, rows: slice, seed: int,
+               crop: int, mean: np.ndarray):
+    self.images, self.global_batch_size, self.rows = images, global_batch_size, rows
+    self.seed, self.crop, self.mean = seed, crop, mean
+    self.per_epoch = data_order.steps_per_epoch(len(images), global_batch_size)
+    self._epoch, self._order = None, None  # One permutation per epoch, drawn once.
+
+  def __call__(self, step: int) -> dict[str, np.ndarray]:
+    epoch, k = divmod(int(step), self.per_epoch)
+    if epoch != self._epoch:
+      self._epoch = epoch
+      self._order = data_order.epoch_order(len(self.images), self.seed, epoch)
+    g = self.global_batch_size
+    records = self._order[k * g:(k + 1) * g][self.rows]
+    first = int(step) * g + self.rows.start  # Position of the first row in the stream.
+    images, labels = [], []
+    for row, record in enumerate(records):
+      jpeg, label = self.images[record]
+      top, left, flip = train_crop(self.seed, first + row, self.crop)
+      images.append(crop_minus_mean(decode_warp(jpeg), self.mean, top, left, self.crop, flip))
+      labels.append(label)
+    return {'image': np.stack(images), 'label': np.asarray(labels, np.int32)}
+
+
+class EvalBatch:
+  """Evaluation batch b → this process's rows of it, centre crops, padded and masked."""
+
+  def __init__(self, images, global_batch_size: int, rows: slice, crop: int,
+               mean: np.ndarray):
+    self.images, self.global_batch_size, self.rows = images, global_batch_size, rows
+    self.crop, self.mean = crop, mean
+
+  def __call__(self, batch: int) -> dict[str, np.ndarray]:
+    indices = np.arange(batch * self.global_batch_size,
+                        (batch + 1) * self.global_batch_size)[self.rows]
+    offset = (RESIZE - self.crop) // 2
+    images = np.zeros((len(indices), self.crop, self.crop, 3), np.float32)
+    labels = np.zeros((len(indices),), np.int32)
+    valid = indices < len(self.images)
+    for i in np.flatnonzero(valid):
+      jpeg, labels[i] = self.images[indices[i]]
+      images[i] = crop_minus_mean(decode_warp(jpeg), self.mean, offset, offset, self.crop)
+    return {'image': images, 'label': labels, 'mask': valid.astype(np.float32)}
+
+
 @dataclasses.dataclass
 class ImageNetData:
   """The streaming source; same interface as input_pipeline.InMemoryData."""
@@ -91,35 +194,14 @@ class ImageNetData:
   crop: int = 224
   num_classes: int = NUM_CLASSES
   mean: tuple | np.ndarray = MEAN_RGB  # a pixel (3,) or a mean image (256, 256, 3)
+  workers: int = 0  # Decode processes (0: in this process; -1: one per core).
+  resized_dir: str = ''  # The pre-resized cache (nin_jax/imagenet_resized.py), if any.
 
   def __post_init__(self):
-    tfds = tensorflow_loader.tfds()
-    self._source = None
-    self.records_read = 0  # Training records read so far (resume reads none before k).
-    self._tfds = tfds
-    try:
-      self._builder = tfds.builder(TFDS_NAME, data_dir=self.data_dir)
-      splits = self._builder.info.splits
-      if len(splits):
-        self.num_train = splits['train'].num_examples
-        self.num_test = splits['validation'].num_examples
-      else:  # No metadata (or tfds.testing.mock_data): count what reads back.
-        self.num_train, self.num_test = (
-            sum(1 for _ in self._builder.as_dataset(split=s)) for s in ('train', 'validation'))
-    except (AssertionError, FileNotFoundError, KeyError,
-            tfds.core.registered.DatasetNotFoundError) as e:
-      raise self._not_prepared(e) from e
-    if not self.num_train:
-      raise self._not_prepared(None)
-
-  def _not_prepared(self, cause) -> datasets.DatasetError:
-    where = self.data_dir or 'the default TFDS dir ($TFDS_DATA_DIR or ~/tensorflow_datasets)'
-    said = f' (TFDS said: {cause})' if cause else ''
-    return datasets.DatasetError(
-        f'imagenet2012 is not prepared in {where}. ImageNet needs a manual '
-        'download: put ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in '
-        'a directory and run `tfds build imagenet2012 --manual_dir=<that dir> '
-        '--data_dir=<DIR>`, then pass --config.dataset.data_dir=<DIR>' + said)
+    self.train_images = open_split(self.data_dir, self.resized_dir, 'train')
+    self.test_images = open_split(self.data_dir, self.resized_dir, 'validation')
+    self.num_train, self.num_test = len(self.train_images), len(self.test_images)
+    self.workers = grain_stream.resolve_workers(self.workers)
 
   @property
   def image_shape(self) -> tuple[int, int, int]:
@@ -137,124 +219,28 @@ class ImageNetData:
       mean = mean[offset:offset + self.crop, offset:offset + self.crop]
     return {'mean': mean}
 
-  def _read(self, split: str):
-    """This process's part of `split`, in order (evaluation)."""
-    tfds = self._tfds
-    return self._builder.as_dataset(
-        split=tfds.split_for_jax_process(split, drop_remainder=False),
-        shuffle_files=False, read_config=tfds.ReadConfig(interleave_cycle_length=1),
-        as_supervised=True)
-
   def train_batches(self, global_batch_size: int, seed: int,
                     start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
     """This process's rows of every global batch from `start_step` on.
 
-    The records of step k are read only when step k's batch is prepared:
-    nothing before `start_step` is read, skipped or decoded.
+    The records of step k are read only when step k's batch is made: nothing
+    before `start_step` is read, skipped or decoded.
     """
-    tf = _tf()
     from nin_jax import input_pipeline
-    source = self._train_source()
-    num_train, rows = len(source), input_pipeline.process_rows(global_batch_size)
-    positions = _positions(num_train, global_batch_size, seed, start_step, rows)
-    key_seed, crop, mean = seed * 1_000_003, self.crop, self.mean
-
-    def read(record):
-      self.records_read += 1
-      example = source[int(record)]
-      return example['image'], np.int32(example['label'])
-
-    def prepare(position, record):
-      jpeg, label = tf.numpy_function(read, [record], (tf.string, tf.int32), stateful=True)
-      image = tf.io.decode_jpeg(jpeg, channels=3)
-      key = tf.stack([tf.constant(key_seed, tf.int64), position])
-      return {'image': preprocess_train(image, key, crop, mean),
-              'label': tf.reshape(label, ())}
-
-    ds = tf.data.Dataset.from_generator(
-        lambda: positions, output_signature=(tf.TensorSpec((), tf.int64),) * 2)
-    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    local = rows.stop - rows.start
-    ds = ds.batch(local, drop_remainder=True).prefetch(2)
-    yield from self._tfds.as_numpy(ds)
-
-  def _train_source(self):
-    """The training split, random access, JPEGs left encoded (decoded in tf.data)."""
-    if self._source is None:
-      try:
-        self._source = self._builder.as_data_source(
-            split='train', decoders={'image': self._tfds.decode.SkipDecoding()})
-      except (FileNotFoundError, ValueError, NotImplementedError) as e:
-        raise datasets.DatasetError(
-            f'imagenet2012 in {self.data_dir} has no ArrayRecord files, which '
-            f'training reads by index (TFDS said: {e}). Build it with '
-            '`tfds build imagenet2012 --file_format=array_record ...`') from e
-    return self._source
+    make = TrainBatch(self.train_images, global_batch_size,
+                      input_pipeline.process_rows(global_batch_size), seed, self.crop,
+                      np.asarray(self.mean, np.float32))
+    return grain_stream.stream(make, start_step, grain_stream.FOREVER, self.workers)
 
   def eval_batches(self, global_batch_size: int) -> Iterator[dict[str, np.ndarray]]:
     """The whole validation split once across processes, padded and masked.
 
-    Processes hold splits that differ by at most one image; every process
-    yields the same number of batches (masked padding) so none waits forever.
+    Every process yields the same number of batches (masked padding), so none
+    waits forever.
     """
-    tf = _tf()
-    local = global_batch_size // jax.process_count()
-    per_process = -(-self.num_test // jax.process_count())
-    num_batches = -(-per_process // local)
-    crop, mean = self.crop, self.mean
-    ds = self._read('validation').map(
-        lambda image, label: {'image': preprocess_eval(image, crop, mean),
-                              'label': tf.cast(label, tf.int32),
-                              'mask': tf.constant(1.0)},
-        num_parallel_calls=tf.data.AUTOTUNE)
-    padding = tf.data.Dataset.from_tensors(
-        {'image': tf.zeros((crop, crop, 3)), 'label': tf.constant(0),
-         'mask': tf.constant(0.0)}).repeat()
-    ds = ds.concatenate(padding).batch(local).take(num_batches)
-    yield from self._tfds.as_numpy(ds.prefetch(tf.data.AUTOTUNE))
-
-
-def _positions(num_train: int, global_batch_size: int, seed: int, start_step: int,
-               rows: slice) -> Iterator[tuple[int, int]]:
-  """(position in the global stream, record index) of this process's rows,
-  step after step from `start_step`; the epoch's permutation is made once."""
-  from nin_jax import input_pipeline
-  per_epoch = input_pipeline.steps_per_epoch(num_train, global_batch_size)
-  step = start_step
-  while True:
-    epoch, first = divmod(step, per_epoch)
-    order = input_pipeline.epoch_order(num_train, seed, epoch)
-    for k in range(first, per_epoch):
-      batch = order[k * global_batch_size:(k + 1) * global_batch_size]
-      base = (epoch * per_epoch + k) * global_batch_size
-      for row in range(rows.start, rows.stop):
-        yield base + row, int(batch[row])
-    step = (epoch + 1) * per_epoch
-
-
-def decode_throughput(num_images: int = 256, *, threads: int = 1,
-                      height: int = 375, width: int = 500, crop: int = 224) -> float:
-  """Images/s of JPEG decode + the training transform on `threads` CPU cores.
-
-  Uses synthetic JPEGs of ImageNet's typical size (500×375), since the
-  decode cost, not the content, is what is measured.
-  """
-  import time
-  tf = _tf()
-  rng = np.random.default_rng(0)
-  # Smooth noise compresses like a photo; pure noise would decode slower.
-  small = rng.integers(0, 255, (num_images, height // 8, width // 8, 3), np.uint8)
-  jpegs = [tf.io.encode_jpeg(tf.image.resize(s, (height, width), 'bilinear')
-                             .numpy().astype(np.uint8)).numpy() for s in small]
-  ds = tf.data.Dataset.from_tensor_slices(jpegs).enumerate().map(
-      lambda i, b: preprocess_train(tf.io.decode_jpeg(b, channels=3),
-                                    tf.stack([tf.constant(0, tf.int64), i]), crop),
-      num_parallel_calls=threads)
-  options = tf.data.Options()
-  options.threading.private_threadpool_size = threads
-  ds = ds.with_options(options).batch(64)
-  for _ in ds.take(1):  # Warm up tracing.
-    pass
-  t0 = time.perf_counter()
-  n = sum(int(batch.shape[0]) for batch in ds)
-  return n / (time.perf_counter() - t0)
+    from nin_jax import input_pipeline
+    make = EvalBatch(self.test_images, global_batch_size,
+                     input_pipeline.process_rows(global_batch_size), self.crop,
+                     np.asarray(self.mean, np.float32))
+    count = input_pipeline.num_eval_batches(self.num_test, global_batch_size)
+    return grain_stream.stream(make, 0, count, min(self.workers, count))

@@ -23,6 +23,8 @@ import numpy as np
 from absl import logging
 
 from nin_jax import datasets, lcn, mean_image, preprocess
+# The data order lives in a jax-free module (ImageNet's decode workers read it).
+from nin_jax.data_order import epoch_order, steps_per_epoch, train_indices  # noqa: F401
 
 PREPROCESSINGS = ('standardize', 'gcn_zca', 'gcn_lcn', 'lcn', 'mean_image', 'none')
 # Seed of the held-out validation images (fixed: the split is part of the dataset).
@@ -75,12 +77,13 @@ def create(dataset: ml_collections.ConfigDict):
   """The source config.dataset names: ImageNet streams, the rest sit in memory."""
   if dataset.name == 'imagenet2012':
     from nin_jax import imagenet_input
-    mean = imagenet_input.MEAN_RGB
+    data = imagenet_input.ImageNetData(
+        dataset.data_dir or None, crop=dataset.image_size, workers=dataset.workers,
+        resized_dir=dataset.resized_dir)
     if dataset.imagenet_mean == 'image':
-      mean = mean_image.imagenet_mean_image(dataset.data_dir or None,
-                                            dataset.cache_dir or default_cache_dir())
-    return imagenet_input.ImageNetData(dataset.data_dir or None, crop=dataset.image_size,
-                                       mean=mean)
+      data.mean = mean_image.imagenet_mean_image(data.train_images, dataset.cache_dir,
+                                                 workers=data.workers)
+    return data
   return load(dataset)
 
 
@@ -218,25 +221,6 @@ def apply_preprocessing(dataset, fitted: dict[str, np.ndarray],
   if kind == 'none':
     return images.astype(np.float32) / 255.0
   raise ValueError(f'unknown preprocessing {kind!r}; choose one of {PREPROCESSINGS}')
-
-
-def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
-  """Full batches per epoch (the remainder is reshuffled into the next epoch)."""
-  return num_examples // global_batch_size
-
-
-def train_indices(num_examples: int, global_batch_size: int, seed: int,
-                  step: int) -> np.ndarray:
-  """Dataset indices of global batch `step`: a fresh permutation each epoch."""
-  per_epoch = steps_per_epoch(num_examples, global_batch_size)
-  epoch, k = divmod(step, per_epoch)
-  order = epoch_order(num_examples, seed, epoch)
-  return order[k * global_batch_size:(k + 1) * global_batch_size]
-
-
-def epoch_order(num_examples: int, seed: int, epoch: int) -> np.ndarray:
-  """The seeded permutation of the dataset that epoch `epoch` walks through."""
-  return np.random.default_rng([seed, epoch]).permutation(num_examples)
 
 
 def train_batches(data: InMemoryData, global_batch_size: int, seed: int,

@@ -32,7 +32,7 @@ def test_cached_mean_image_is_computed_once(tmp_path):
 
 def test_imagenet_subtracts_the_mean_image_at_each_crops_pixels(tmp_path):
   with tfds.testing.mock_data(num_examples=4):
-    mean = mean_image.imagenet_mean_image(None, tmp_path)
+    mean = mean_image.imagenet_mean_image(imagenet_input.TfdsImages(None, 'train'), tmp_path)
     assert mean.shape == (256, 256, 3)
     assert list(tmp_path.glob('mean_image_imagenet2012_*_256.npy'))
     data = imagenet_input.ImageNetData(None, crop=224, mean=mean)
