@@ -59,19 +59,25 @@ def decode_warp(jpeg: bytes) -> np.ndarray:
   if image is None:
     raise ValueError(f'not a decodable image ({len(jpeg)} bytes)')
   image = cv2.resize(image, (RESIZE, RESIZE), interpolation=cv2.INTER_LINEAR)
-  return image[:, :, ::-1]  # OpenCV's BGR → RGB (a view; the crop copies).
+  return cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=image)  # OpenCV decodes BGR.
 
 
 def crop_minus_mean(warped: np.ndarray, mean: np.ndarray, top: int, left: int,
-                    crop: int, flip: bool = False) -> np.ndarray:
-  """float32 crop×crop×3 at (top, left) minus the mean there, then the mirror.
+                    crop: int, flip: bool = False, out: np.ndarray | None = None
+                    ) -> np.ndarray:
+  """float32 crop×crop×3 at (top, left) minus the mean there, mirrored if `flip`.
 
   `mean` is a pixel (3,) or an image (256, 256, 3): a mean image is taken at
-  the crop's own pixels, as Caffe's data transformer subtracts it.
+  the crop's own pixels, as Caffe's data transformer subtracts it (before the
+  mirror). Written into `out` when given (a batch's row: no copy after).
   """
-  image = warped[top:top + crop, left:left + crop].astype(np.float32)
-  image -= mean if mean.ndim == 1 else mean[top:top + crop, left:left + crop]
-  return image[:, ::-1] if flip else image
+  rows = slice(top, top + crop)
+  cols = slice(left + crop - 1, left - 1 if left else None, -1) if flip else slice(
+      left, left + crop)
+  out = np.empty((crop, crop, 3), np.float32) if out is None else out
+  out[...] = warped[rows, cols]  # uint8 → float32 in the copy.
+  out -= mean if mean.ndim == 1 else mean[rows, cols]
+  return out
 
 
 def train_crop(seed: int, position: int, crop: int) -> tuple[int, int, bool]:
@@ -157,13 +163,14 @@ class TrainBatch:
     g = self.global_batch_size
     records = self._order[k * g:(k + 1) * g][self.rows]
     first = int(step) * g + self.rows.start  # Position of the first row in the stream.
-    images, labels = [], []
+    images = np.empty((len(records), self.crop, self.crop, 3), np.float32)
+    labels = np.empty((len(records),), np.int32)
     for row, record in enumerate(records):
-      jpeg, label = self.images[record]
+      jpeg, labels[row] = self.images[record]
       top, left, flip = train_crop(self.seed, first + row, self.crop)
-      images.append(crop_minus_mean(decode_warp(jpeg), self.mean, top, left, self.crop, flip))
-      labels.append(label)
-    return {'image': np.stack(images), 'label': np.asarray(labels, np.int32)}
+      crop_minus_mean(decode_warp(jpeg), self.mean, top, left, self.crop, flip,
+                      out=images[row])
+    return {'image': images, 'label': labels}
 
 
 class EvalBatch:
@@ -183,7 +190,7 @@ class EvalBatch:
     valid = indices < len(self.images)
     for i in np.flatnonzero(valid):
       jpeg, labels[i] = self.images[indices[i]]
-      images[i] = crop_minus_mean(decode_warp(jpeg), self.mean, offset, offset, self.crop)
+      crop_minus_mean(decode_warp(jpeg), self.mean, offset, offset, self.crop, out=images[i])
     return {'image': images, 'label': labels, 'mask': valid.astype(np.float32)}
 
 
