@@ -7,8 +7,8 @@ elsewhere). The zoo solver (solver.prototxt): SGD momentum 0.9, batch 64,
 base lr 0.01 (biases ×2), L2 5e-4 on weights, lr ×0.1 every 200k iterations, 450k iterations (10, 20 and 22.5 epochs of 1.28M images
 at batch 64). Input (the zoo's train_val.prototxt): random 224 crop + mirror
 minus the per-pixel mean IMAGE of the training set (the zoo's `mean_file`;
-computed once here on the first run, one pass over 1.28M images, and cached
-in dataset.cache_dir; `--config.dataset.imagenet_mean=pixel` subtracts
+computed once per dataset on the first run, one pass over 1.28M images shared
+by all hosts, and kept beside the dataset or in dataset.cache_dir; `--config.dataset.imagenet_mean=pixel` subtracts
 Caffe's mean pixel instead); evaluation on the centre crop
 (nin_jax/imagenet_input.py). ASSUMED: the 256×256 warp (aspect ratio not
 kept), Caffe's usual convert_imageset resize; the zoo does not say how its
@@ -20,6 +20,9 @@ epochs. The last layer's ×0.1 of the CIFAR solver is not in the zoo solver.
 
 Needs a prepared `imagenet2012` (see nin_jax/imagenet_input.py):
     python experiments/imagenet.py --config.dataset.data_dir=gs://bucket/tfds
+or its pre-resized cache (nin_jax/imagenet_resized.py; same preprocessing after):
+    python experiments/imagenet.py --config.dataset.resized_dir=gs://bucket/resized
+Decoding runs in dataset.workers processes (default: one per core).
 """
 
 from nin_jax import config as config_lib
