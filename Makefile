@@ -45,12 +45,13 @@ $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt requirements-t
 	$(PY) -m pip install -q -c $(LOCK) -e '.[test,torch]'
 	touch $@
 
-# Remakes requirements-lock.txt from the ranges in requirements*.txt: the runtime
+# Remakes requirements-lock.txt from the ranges in requirements*.txt (uv caches the
+# package's own metadata by pyproject.toml alone, hence the refresh): the runtime
 # and test sets (torch is pinned in its own extra) for the main lane, Python 3.11.
 lock:
 	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q uv
-	$(VENV)/bin/uv pip compile pyproject.toml --extra test --python-version 3.11 \
+	$(VENV)/bin/uv pip compile pyproject.toml --extra test --python-version 3.11 --refresh-package nin-jax \
 	  --no-header --quiet --output-file $(LOCK).new
 	{ echo '# The exact versions of the main lane (Python 3.11): the runtime and test sets,'; \
 	  echo '# torch aside (pinned in its own extra). Made by `make lock`; do not edit.'; \
