@@ -45,7 +45,8 @@ def _define_flags(default_config: str) -> None:
                       'workdir to resume. Default: workdirs/<config name>.')
   flags.DEFINE_string('coordinator_address', '',
                       'host:port of process 0, for multi-process runs that JAX '
-                      'does not auto-detect (TPU pods and SLURM are detected).')
+                      'does not auto-detect (SLURM, Cloud TPU, Kubernetes and '
+                      'JAX_COORDINATOR_ADDRESS are detected).')
   flags.DEFINE_integer('num_processes', 0, 'Processes in a multi-process run.')
   flags.DEFINE_integer('process_id', -1, 'This process in a multi-process run.')
   flags.DEFINE_string('compilation_cache_dir', os.path.join('~', '.cache', 'nin_jax', 'xla'),

@@ -29,8 +29,13 @@ def maybe_initialize_distributed(coordinator_address: str = '',
                                  heartbeat_timeout_s: int = 0) -> None:
   """Starts `jax.distributed` when this run spans several processes.
 
-  Explicit arguments win (CPU clusters, tests). Otherwise JAX auto-detects TPU
-  pods and SLURM/Open MPI GPU clusters; a single plain process skips it.
+  Explicit arguments win (the command-line flags). Otherwise jax's own
+  auto-detection decides: `JAX_COORDINATOR_ADDRESS` (with `JAX_NUM_PROCESSES`
+  and `JAX_PROCESS_ID`, read here: jax reads only the address), SLURM steps,
+  Open MPI, Cloud TPU VMs and GKE TPU pods, Kubernetes indexed Jobs. Only where
+  jax finds none of them is the run one plain process. The one exception: a
+  SLURM step of a single task stays a plain process, because jax would pin it
+  to the one GPU numbered SLURM_LOCALID and leave the node's others idle.
   """
   if jax.distributed.is_initialized():
     return
@@ -46,13 +51,56 @@ def maybe_initialize_distributed(coordinator_address: str = '',
           f'{coordinator_address!r}, {num_processes}, {process_id}')
     jax.distributed.initialize(coordinator_address, num_processes, process_id,
                                **kwargs)
-  elif _cluster_detected():
-    jax.distributed.initialize(**kwargs)
-  else:
-    return
+  elif _one_task_slurm_step() or not _initialize_from_environment(kwargs):
+    return  # One plain process.
   logging.info('jax.distributed: process %d of %d, %d local / %d global devices',
                jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())
+
+
+# What jax.distributed.initialize() raises where its auto-detection finds no
+# cluster and JAX_COORDINATOR_ADDRESS is unset (jax 0.10 to 0.12; a test pins it).
+_NO_CLUSTER = 'coordinator_address should be defined'
+
+
+def _initialize_from_environment(kwargs) -> bool:
+  """jax.distributed.initialize() by jax's auto-detection; False where it finds no cluster."""
+  layout = _process_layout_from_env()
+  try:
+    jax.distributed.initialize(**layout, **kwargs)
+    return True
+  except ValueError as e:
+    address = os.environ.get('JAX_COORDINATOR_ADDRESS')
+    if address:
+      raise ValueError(f'jax.distributed with JAX_COORDINATOR_ADDRESS={address}: {e} Set '
+                       'JAX_NUM_PROCESSES and JAX_PROCESS_ID on every process too (got '
+                       f'{os.environ.get("JAX_NUM_PROCESSES")!r}, '
+                       f'{os.environ.get("JAX_PROCESS_ID")!r})') from None
+    if not str(e).startswith(_NO_CLUSTER):
+      raise
+    if layout:
+      raise ValueError('JAX_NUM_PROCESSES / JAX_PROCESS_ID are set but no coordinator '
+                       'is: set JAX_COORDINATOR_ADDRESS=host:port of process 0 too') from None
+    return False
+
+
+def _process_layout_from_env() -> dict[str, int]:
+  """num_processes / process_id from JAX_NUM_PROCESSES / JAX_PROCESS_ID, where set."""
+  layout = {}
+  for var, arg in (('JAX_NUM_PROCESSES', 'num_processes'), ('JAX_PROCESS_ID', 'process_id')):
+    value = os.environ.get(var, '').strip()
+    if value:
+      try:
+        layout[arg] = int(value)
+      except ValueError:
+        raise ValueError(f'{var}={value!r} is not a whole number') from None
+  return layout
+
+
+def _one_task_slurm_step() -> bool:
+  env = os.environ
+  return (env.get('SLURM_NTASKS', '').strip() == '1' and 'SLURM_STEP_NODELIST' in env
+          and not env.get('JAX_COORDINATOR_ADDRESS'))
 
 
 def is_multiprocess() -> bool:
@@ -87,28 +135,6 @@ def gather_from_processes(value: int) -> list[int]:
     return [int(value)]
   from jax.experimental import multihost_utils
   return [int(v) for v in multihost_utils.process_allgather(np.int32(value))]
-
-
-def _cluster_detected() -> bool:
-  """True where `jax.distributed.initialize()` can find its peers by itself.
-
-  Mirrors the environments JAX's own cluster detection reads: a Cloud TPU VM
-  (JAX asks the metadata server for the slice's workers; on a single-host
-  slice that is one process), `srun` steps of several SLURM tasks, and Open MPI.
-  """
-  env = os.environ
-  try:  # Set by `import jax` when libtpu and TPU chips are present.
-    from jax._src import cloud_tpu_init
-    tpu_vm = bool(getattr(cloud_tpu_init, 'running_in_cloud_tpu_vm', False))
-  except ImportError:
-    tpu_vm = False
-  gke_tpu = bool(env.get('TPU_PROCESS_ADDRESSES') or env.get('TPU_WORKER_HOSTNAMES'))
-  slurm = (int(env.get('SLURM_NTASKS', '1') or 1) > 1 and all(
-      v in env for v in ('SLURM_JOB_ID', 'SLURM_STEP_NODELIST', 'SLURM_PROCID',
-                         'SLURM_LOCALID')))
-  mpi = (int(env.get('OMPI_COMM_WORLD_SIZE', '1') or 1) > 1
-         and 'OMPI_MCA_orte_hnp_uri' in env)
-  return tpu_vm or gke_tpu or slurm or mpi
 
 
 @dataclasses.dataclass(frozen=True)

@@ -77,8 +77,6 @@ def test_without_the_private_jax_api_backends_started_is_unknown(monkeypatch):
 PRIVATE_JAX_APIS = {
     # process_setup.jax_backends_started: unknown (None) if gone, then a warning.
     ('nin_jax/process_setup.py', 'jax._src.xla_bridge'),
-    # sharding._cluster_detected: TPU pods detected by jax's own check.
-    ('nin_jax/sharding.py', 'jax._src.cloud_tpu_init'),
 }
 
 
