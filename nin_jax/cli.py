@@ -20,8 +20,8 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from nin_jax import (accelerators, checkpoint, config_file, configs, datasets, metrics,
-                     run_history, sharding, storage, tensorflow_loader)
+from nin_jax import (accelerators, checkpoint, config_file, configs, datasets, host_errors,
+                     metrics, run_history, sharding, storage, tensorflow_loader)
 
 FLAGS = flags.FLAGS
 
@@ -128,11 +128,9 @@ def _main(argv):
           file=sys.stderr, flush=True)
     sys.exit(130)
   except USER_ERRORS as e:
-    print(f'error: {e}', file=sys.stderr, flush=True)
-    sys.exit(2)
+    _fail(f'error: {e}', 2)
   except train.NonFiniteError as e:
-    print(f'error: {e}', file=sys.stderr, flush=True)
-    sys.exit(3)
+    _fail(f'error: {e}', 3)
   except Exception as e:
     if sharding.is_multiprocess():  # Most likely a dead peer: say so, exit now.
       sharding.exit_after_failure(e)
@@ -147,6 +145,14 @@ def _main(argv):
           f' workdir {storage.workdir_path(workdir)}')
     metrics.console(f'{run_history.wall_summary(workdir)} (python -m nin_jax.run_history '
                     f'{storage.workdir_path(workdir)} lists them)')
+
+
+def _fail(message: str, code: int) -> None:
+  """Says `message` and exits with `code`; in a multi-process run, on every process."""
+  if sharding.is_multiprocess():  # Not only here: the others would wait in a collective.
+    host_errors.stop_everywhere(message, code)
+  print(message, file=sys.stderr, flush=True)
+  sys.exit(code)
 
 
 def _parse_flags(argv):

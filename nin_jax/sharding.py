@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import traceback
 import zlib
 
@@ -19,6 +18,8 @@ import jax
 import numpy as np
 from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
+
+from nin_jax import host_errors
 
 DATA_AXIS = 'data'
 
@@ -56,6 +57,8 @@ def maybe_initialize_distributed(coordinator_address: str = '',
   logging.info('jax.distributed: process %d of %d, %d local / %d global devices',
                jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())
+  if jax.process_count() > 1:
+    host_errors.watch()
 
 
 # What jax.distributed.initialize() raises where its auto-detection finds no
@@ -108,21 +111,22 @@ def is_multiprocess() -> bool:
 
 
 def exit_after_failure(exc: BaseException) -> None:
-  """Multi-process: reports `exc` in plain words and ends this process at once.
+  """Multi-process: reports `exc` in plain words on every process; all exit.
 
   A dead peer makes this process's next collective fail (or JAX's heartbeat
-  check abort it). A normal exit would then wait in jax.distributed's shutdown
-  barrier for the peer that is gone, so this skips it.
+  check abort it); an error of this process alone (its lock, its writer)
+  would leave the others waiting in their next collective. So the message
+  goes to every process, and each prints it and exits at once, skipping
+  jax.distributed's shutdown barrier, which would wait for a peer that is gone.
   """
   traceback.print_exception(exc)
   detail = (str(exc).strip().splitlines() or [''])[0][:300]
-  print(f'error: process {jax.process_index()} of {jax.process_count()} stopped: '
-        f'{type(exc).__name__}: {detail}\nIf another process of this run died, was '
-        'preempted or lost its network connection, that is the cause: see its log. '
-        'Restart every process with the same command to resume from the last '
-        'checkpoint.', file=sys.stderr, flush=True)
-  sys.stdout.flush()
-  os._exit(1)
+  host_errors.stop_everywhere(
+      f'error: process {jax.process_index()} of {jax.process_count()} stopped: '
+      f'{type(exc).__name__}: {detail}\nIf another process of this run died, was '
+      'preempted or lost its network connection, that is the cause: see its log. '
+      'Restart every process with the same command to resume from the last '
+      'checkpoint.', code=1)
 
 
 def gather_from_processes(value: int) -> list[int]:

@@ -236,6 +236,60 @@ def test_a_dead_peer_stops_the_other_quickly(victim, sig, tmp_path, cache_env):
           or 'This most likely indicates that another task died' in err), err[-3000:]
 
 
+def exit_times(pair, timeout):
+  """Waits for every process of `pair`; returns when each exited (time.time())."""
+  deadline, ended = time.time() + timeout, {}
+  while len(ended) < len(pair.procs) and time.time() < deadline:
+    for pid, p in enumerate(pair.procs):
+      if pid not in ended and p.poll() is not None:
+        ended[pid] = time.time()
+    time.sleep(0.1)
+  assert len(ended) == len(pair.procs), (
+      f'only processes {sorted(ended)} exited within {timeout} s:\n' + '\n'.join(
+          f'--- process {pid} stderr:\n{pair.stderr(pid)[-2000:]}' for pid in range(len(pair.procs))))
+  return [ended[pid] for pid in range(len(pair.procs))]
+
+
+def error_lines(text):
+  return [l for l in text.splitlines() if l.startswith('error: ')]
+
+
+@pytest.mark.parametrize('where', ['lock', 'writer'])
+def test_an_error_of_process_0_alone_stops_every_process_with_its_message(
+    where, tmp_path, cache_env):
+  # Only process 0 takes the workdir lock and writes the metrics. An error
+  # there must reach process 1, which is waiting in a collective: both exit
+  # within 30 s, printing process 0's message, not after the 100 s heartbeat.
+  workdir = tmp_path / 'w'
+  if where == 'lock':  # A lock process 0 cannot read: it fails at start-up.
+    (workdir / 'workdir.lock').mkdir(parents=True)
+  pair = Pair(workdir, {**RANDOM, 'num_epochs': 1000.0}, tmp_path, env=cache_env)
+  try:
+    failed_at = None
+    if where == 'writer':  # Mid-run, process 0's next metrics append fails.
+      deadline = time.time() + PAIR_TIMEOUT_S
+      while 'step 4/' not in pair.stdout(0):
+        assert all(p.poll() is None for p in pair.procs), pair.stderr(0)[-3000:]
+        assert time.time() < deadline, 'the pair never started training'
+        time.sleep(0.2)
+      (workdir / 'metrics.jsonl').unlink()
+      (workdir / 'metrics.jsonl').mkdir()
+      failed_at = time.time()
+    ended = exit_times(pair, timeout=PAIR_TIMEOUT_S if failed_at is None else 90)
+  finally:
+    pair.kill()
+  failed_at = failed_at or min(ended)  # The lock: from the first exit.
+  print(f'{where}: processes exited {[round(t - failed_at, 1) for t in ended]} s after the '
+        'failure')
+  codes = [p.returncode for p in pair.procs]
+  assert codes == [1, 1], [pair.stderr(pid)[-2000:] for pid in range(2)]
+  assert max(ended) - failed_at < 30
+  message = error_lines(pair.stderr(0))
+  assert len(message) == 1 and 'IsADirectoryError' in message[0], pair.stderr(0)[-3000:]
+  assert message[0].startswith('error: process 0 of 2 stopped')
+  assert error_lines(pair.stderr(1)) == message, pair.stderr(1)[-3000:]
+
+
 def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path, cache_env):
   # A maintenance event may reach one host first. All processes must agree on
   # the step to stop at (JAX's preemption sync point), write one checkpoint

@@ -73,10 +73,21 @@ def test_without_the_private_jax_api_backends_started_is_unknown(monkeypatch):
   assert process_setup.jax_backends_started() is None
 
 
+def test_without_the_private_jax_api_no_error_is_posted_to_other_processes(monkeypatch):
+  import jax._src  # pylint: disable=g-import-not-at-top
+  from nin_jax import host_errors  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(jax._src, 'distributed', types.ModuleType('moved'))  # as if jax moved it
+  assert host_errors._client() is None
+  host_errors.watch()  # Starts nothing, raises nothing.
+
+
 # Every private jax API nin_jax still uses, and why each is safe when jax moves it.
 PRIVATE_JAX_APIS = {
     # process_setup.jax_backends_started: unknown (None) if gone, then a warning.
     ('nin_jax/process_setup.py', 'jax._src.xla_bridge'),
+    # host_errors._client: jax's key-value store; if gone, an error of one
+    # process stops the others only at their next collective, as before.
+    ('nin_jax/host_errors.py', 'jax._src.distributed'),
 }
 
 
