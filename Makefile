@@ -12,7 +12,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SLURM := /usr/sbin/slurmctld
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup data quickstart test lock clean
+.PHONY: setup data quickstart test lock clean device-payload
 
 setup: $(VENV)/.installed
 
@@ -59,6 +59,11 @@ lock:
 
 test: setup data $(SLURM) $(VENV)/.installed-test
 	$(PY) -m pytest -q tests
+
+# What benchmarks/device_run.sh carries to a lent GPU: .whl/ and .data/fashion-mnist/
+# (docs/benchmarks.md#gpu). Needs PyPI and Debian's dataset-fashion-mnist.
+device-payload: data
+	PYTHON=$(PYTHON) benchmarks/device_payload.sh
 
 clean:
 	rm -rf workdirs

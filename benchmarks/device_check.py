@@ -1,18 +1,28 @@
 #!/usr/bin/env python
-"""The one GPU check: run it once on a lent accelerator, paste what it prints.
+"""The one GPU check: run it once on a lent accelerator, keep what it writes.
 
-    python benchmarks/device_check.py --idx_dir=/path/to/fashion-mnist   # ≤ 8 min on one GPU
-    python benchmarks/device_check.py --smoke                          # tiny sizes, CPU, CI
+    benchmarks/device_run.sh OUTDIR            # on the lent GPU: ≤ 8 min, see below
+    benchmarks/device_run.sh OUTDIR --smoke    # tiny sizes, any backend (CI's rehearsal)
+    python benchmarks/device_check.py --smoke  # every section in this process (CPU test)
 
-Prints, on the default JAX device:
-  1. NIN-CIFAR training img/s, TFLOP/s and MFU in bfloat16 and float32 at
-     batch 128, 512 and 2048: the loop's own compiled call (train_steps, 8
-     steps per dispatch, batches gathered from data on the device).
-  2. The PyTorch peer (nin_jax/torch_nin.py: bf16 autocast, channels_last,
-     torch.compile) at the same batches on the same GPU, and JAX bf16 / PyTorch.
-  3. Wall time to 93% Fashion-MNIST test accuracy with the data on device
-     (the real loop, train.train_and_evaluate), compile time shown separately.
-A last line holds everything as JSON (also written to --output).
+Sections, each with a time budget (SECTION_BUDGET_S; device_run.sh runs each
+as its own process under `timeout`, so a slow one cannot eat the next one's
+time, and the budgets add up to 8 minutes on one H200):
+  env            Python, jax, flax, optax, orbax and torch versions, the devices,
+                 that nin_jax imports from this checkout and TensorFlow is absent.
+  nin_cifar      NIN-CIFAR training img/s, TFLOP/s and MFU in bfloat16 and
+                 float32 at batch 512, 2048 and 128: the loop's own compiled
+                 call (train_steps, 8 steps per dispatch, batches gathered from
+                 data on the device).
+  torch_peer     The PyTorch peer (nin_jax/torch_nin.py: bf16 autocast,
+                 channels_last, torch.compile) at the same batches on the same
+                 GPU, and JAX bf16 / PyTorch (read from nin_cifar.json).
+  fashion_mnist  Wall time to 93% Fashion-MNIST test accuracy with the data on
+                 device (the real loop, train.train_and_evaluate), compile time
+                 shown separately.
+With --output_dir, each section's JSON is written to OUTDIR/<section>.json as
+it goes: after every row, and once more, `"complete": true`, when it ends. A
+section cut off by its budget keeps the rows it finished.
 
 MFU is against the device's dense peak, looked up by device name in PEAKS.
 For float32 the peak is the non-tensor-core FP32 rate; XLA's default
@@ -21,22 +31,26 @@ tensor cores, so a float32 MFU above 100% means TF32 did the work.
 
 Needs jax with CUDA (or TPU) support; the PyTorch part needs a CUDA build of
 torch (skipped with a note otherwise); Fashion-MNIST as the four IDX files in
---idx_dir (Debian's dataset-fashion-mnist path by default; skipped with a note
-if absent). Goals for these numbers are in docs/benchmarks.md.
+--idx_dir (skipped with a note if absent). Goals are in docs/benchmarks.md.
+jax, nin_jax and torch are imported inside the sections, so `--budgets`
+answers with the standard library alone.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
+import os
+import platform
+import sys
 import tempfile
 import time
 
-import jax
-
-from nin_jax import benchmark, config as config_lib, datasets, metrics, models, presets  # noqa: E402
-
+# Seconds per section on one H200, compilation included. 'install' is
+# device_run.sh's own step (the carried wheels); the total is at most 8 min.
+SECTION_BUDGET_S = {'install': 30, 'env': 30, 'nin_cifar': 150, 'torch_peer': 120,
+                    'fashion_mnist': 150}
+SECTIONS = ('env', 'nin_cifar', 'torch_peer', 'fashion_mnist')
 # Dense peak TFLOP/s per device (bfloat16, float32 non-tensor), matched by
 # substring of jax's device_kind. NVIDIA data sheets (SXM); TPUs per chip
 # (/work/shared/reference/nin-facts.md); TPUs have no separate float32 rate.
@@ -49,8 +63,37 @@ PEAKS = {
     'TPU v5p': (459.0, None),
 }
 TARGET_ACCURACY = 0.93
-BATCHES, SMOKE_BATCHES = (128, 512, 2048), (8,)
+# The goal rows first: a section cut off by its budget keeps the most wanted.
+BATCHES, SMOKE_BATCHES = (512, 2048, 128), (8,)
 STEPS_PER_DISPATCH = 8
+
+
+class SectionOutput:
+  """One section's JSON, rewritten to OUTDIR/<name>.json as rows arrive."""
+
+  def __init__(self, name: str, output_dir: str, smoke: bool):
+    self.path = os.path.join(output_dir, f'{name}.json') if output_dir else ''
+    self.t0 = time.time()
+    self.record = {'section': name, 'budget_s': SECTION_BUDGET_S[name], 'smoke': smoke,
+                   'complete': False, 'rows': []}
+    self._write()
+
+  def add_row(self, row: dict) -> None:
+    self.record['rows'].append(row)
+    self._write()
+
+  def finish(self, **fields) -> dict:
+    self.record.update(fields, complete=True,
+                       tensorflow_imported='tensorflow' in sys.modules)
+    self._write()
+    return self.record
+
+  def _write(self) -> None:
+    self.record['elapsed_s'] = time.time() - self.t0
+    if self.path:  # Whole or not at all: write aside, then rename.
+      with open(self.path + '.tmp', 'w') as f:
+        json.dump(self.record, f, indent=2)
+      os.replace(self.path + '.tmp', self.path)
 
 
 def peak_tflops(device_kind: str, dtype: str) -> float | None:
@@ -60,9 +103,10 @@ def peak_tflops(device_kind: str, dtype: str) -> float | None:
   return None
 
 
-def nin_cifar_throughput(smoke: bool) -> list[dict]:
+def nin_cifar_throughput(out: SectionOutput, smoke: bool) -> dict:
   """Img/s, TFLOP/s and MFU of the compiled train call per dtype and batch."""
-  rows = []
+  import jax
+  from nin_jax import benchmark, config as config_lib, models, presets
   kind = jax.devices()[0].device_kind
   flops = models.train_flops_per_example(presets.cifar10())
   for dtype in ('bfloat16', 'float32'):
@@ -78,12 +122,12 @@ def nin_cifar_throughput(smoke: bool) -> list[dict]:
       images_per_s = batch / step_s
       tflops = flops * images_per_s / 1e12
       peak = peak_tflops(kind, dtype)
-      rows.append({'dtype': dtype, 'batch_size': batch, 'images_per_s': images_per_s,
+      out.add_row({'dtype': dtype, 'batch_size': batch, 'images_per_s': images_per_s,
                    'step_ms': 1e3 * step_s, 'tflops': tflops, 'peak_tflops': peak,
                    'mfu': tflops / peak if peak else None,
                    'wall_s_with_compile': time.perf_counter() - t0})
-      print(_row(rows[-1]), flush=True)
-  return rows
+      print(_row(out.record['rows'][-1]), flush=True)
+  return out.finish(device_kind=kind)
 
 
 def _row(r: dict) -> str:
@@ -93,19 +137,18 @@ def _row(r: dict) -> str:
           f'{r["tflops"]:.1f} TFLOP/s, MFU {mfu}')
 
 
-def torch_peer(smoke: bool, jax_rows: list[dict]) -> list[dict]:
-  """The PyTorch peer at the same batches; None rows say why it did not run."""
+def torch_peer(out: SectionOutput, smoke: bool, jax_rows: list[dict]) -> dict:
+  """The PyTorch peer at the same batches; `skipped` says why it did not run."""
   try:
     import torch
     from nin_jax import torch_nin
   except ImportError as e:
-    print(f'  PyTorch peer: skipped ({e})')
-    return []
+    print(f'  PyTorch peer: skipped ({e})', flush=True)
+    return out.finish(skipped=f'torch is not importable here: {e}')
   cuda = torch.cuda.is_available()
   if not cuda and not smoke:
-    print('  PyTorch peer: skipped (torch sees no CUDA device)')
-    return []
-  rows = []
+    print('  PyTorch peer: skipped (torch sees no CUDA device)', flush=True)
+    return out.finish(skipped='torch sees no CUDA device', torch_version=torch.__version__)
   jax_bf16 = {r['batch_size']: r['images_per_s'] for r in jax_rows
               if r['dtype'] == 'bfloat16'}
   for batch in (SMOKE_BATCHES if smoke else BATCHES):
@@ -116,27 +159,30 @@ def torch_peer(smoke: bool, jax_rows: list[dict]) -> list[dict]:
         warmup=0 if smoke else 3, device='cuda' if cuda else 'cpu',
         dtype='bfloat16' if cuda else 'float32', channels_last=True, compile=cuda,
         threads=None)
-    ratio = jax_bf16[batch] / peer['images_per_s'] if not smoke else None
-    rows.append({'batch_size': batch, 'torch_images_per_s': peer['images_per_s'],
+    ratio = (jax_bf16[batch] / peer['images_per_s']
+             if not smoke and batch in jax_bf16 else None)
+    out.add_row({'batch_size': batch, 'torch_images_per_s': peer['images_per_s'],
                  'device': peer['device'], 'compile': peer['compile'],
                  'jax_bf16_over_torch': ratio})
     print(f'  PyTorch {peer["torch_version"]} {peer["dtype"]} batch {batch:>4}: '
           f'{peer["images_per_s"]:>10.0f} img/s'
           + (f'; JAX / PyTorch {ratio:.2f}' if ratio else ' (smoke: full-width peer on CPU,'
-             ' not comparable)'), flush=True)
-  return rows
+             ' not comparable)' if smoke else ' (no JAX row to compare)'), flush=True)
+  return out.finish(torch_version=torch.__version__)
 
 
-def fashion_mnist_time_to_target(smoke: bool, idx_dir: str, target: float) -> dict:
+def fashion_mnist_time_to_target(out: SectionOutput, smoke: bool, idx_dir: str,
+                                 target: float) -> dict:
   """The real loop, data on device, until the end of its schedule; the first
   eval at or above `target` gives the time, with compile time shown apart."""
+  import jax
+  from nin_jax import datasets, metrics, train
   from nin_jax.configs import fashion_mnist
-  from nin_jax import train
   try:
     datasets.load_arrays('fashion_mnist', 'test', source='idx', idx_dir=idx_dir or None)
   except Exception as e:  # noqa: BLE001 — any reason the files cannot be read
     print(f'  Fashion-MNIST: skipped ({type(e).__name__}: {str(e)[:200]}); pass --idx_dir')
-    return {'skipped': str(e)[:200]}
+    return out.finish(skipped=str(e)[:200])
   config = fashion_mnist.get_config()
   config.dataset.idx_dir = idx_dir
   config.dataset.on_device = True
@@ -170,13 +216,16 @@ def fashion_mnist_time_to_target(smoke: bool, idx_dir: str, target: float) -> di
   finally:
     jax.monitoring.unregister_event_duration_listener(on_duration)
   hit = next((r for r in evals if r['test/accuracy'] >= target), None)
+  for r in evals:
+    out.record['rows'].append({'epoch': r['epoch'], 'test/accuracy': r['test/accuracy'],
+                               'wall_s': r['time'] - t0})
   result = {'target': target, 'final_accuracy': final['test/accuracy'],
             'epochs': config.num_epochs, 'total_wall_s': time.time() - t0,
             'compile_s_total': sum(s for _, s in compiles)}
   if hit is None:
     print(f'  Fashion-MNIST: {target:.0%} not reached in {config.num_epochs:g} epochs '
           f'(final {final["test/accuracy"]:.4f})')
-    return result
+    return out.finish(**result)
   compile_s = sum(s for end, s in compiles if end <= hit['time'])
   wall = hit['time'] - t0
   result.update({'reached_at_epoch': hit['epoch'], 'wall_s': wall,
@@ -185,30 +234,83 @@ def fashion_mnist_time_to_target(smoke: bool, idx_dir: str, target: float) -> di
         f'({hit["test/accuracy"]:.4f}): {wall:.1f} s wall, of which {compile_s:.1f} s '
         f'compiling -> {wall - compile_s:.1f} s after compile '
         f'(data loading and evals included)', flush=True)
-  return result
+  return out.finish(**result)
+
+
+def environment(out: SectionOutput) -> dict:
+  """What the check runs on, and that it runs on this checkout without TensorFlow."""
+  import importlib.metadata
+  import jax
+  import nin_jax
+  from nin_jax import benchmark, datasets, metrics, train  # noqa: F401 — what the sections use
+  versions = {}
+  for name in ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'tensorboard', 'numpy',
+               'ml_collections', 'etils', 'torch'):
+    try:
+      versions[name] = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+      versions[name] = None
+  device = jax.devices()[0]
+  print(f'device check: {jax.device_count()} × {device.device_kind} ({jax.default_backend()}),'
+        f' jax {jax.__version__}, Python {platform.python_version()}', flush=True)
+  return out.finish(
+      python=platform.python_version(), versions=versions, backend=jax.default_backend(),
+      device_kind=device.device_kind, device_count=jax.device_count(),
+      nin_jax_from=os.path.dirname(os.path.abspath(nin_jax.__file__)))
+
+
+def run_section(name: str, args) -> dict:
+  out = SectionOutput(name, args.output_dir, args.smoke)
+  if name == 'env':
+    return environment(out)
+  if name == 'nin_cifar':
+    return nin_cifar_throughput(out, args.smoke)
+  if name == 'torch_peer':
+    return torch_peer(out, args.smoke, _earlier_rows(args, 'nin_cifar'))
+  return fashion_mnist_time_to_target(out, args.smoke, args.idx_dir,
+                                      0.5 if args.smoke else TARGET_ACCURACY)
+
+
+_DONE: dict[str, dict] = {}  # Sections run in this process.
+
+
+def _earlier_rows(args, name: str) -> list[dict]:
+  """Rows of a section run before: in this process, or in OUTDIR/<name>.json."""
+  if name in _DONE:
+    return _DONE[name]['rows']
+  path = os.path.join(args.output_dir, f'{name}.json')
+  if args.output_dir and os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)['rows']
+  return []
 
 
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--smoke', action='store_true',
                       help='tiny sizes, any backend (CI on CPU): checks it runs')
+  parser.add_argument('--section', action='append', choices=SECTIONS,
+                      help='run only this section (repeatable; default: all, in order)')
   parser.add_argument('--idx_dir', default='',
-                      help='Fashion-MNIST IDX files (default: Debian\'s path)')
-  parser.add_argument('--output', default='', help='also write the JSON here')
+                      help="Fashion-MNIST IDX files (default: Debian's path)")
+  parser.add_argument('--output_dir', default='',
+                      help='write each section to OUTPUT_DIR/<section>.json as it goes')
+  parser.add_argument('--output', default='', help='also write all sections here, at the end')
+  parser.add_argument('--budgets', action='store_true',
+                      help='print "<section> <seconds>" per budget and exit')
   args = parser.parse_args(argv)
+  if args.budgets:
+    print('\n'.join(f'{k} {v}' for k, v in SECTION_BUDGET_S.items()))
+    return {}
+  from nin_jax import process_setup
+  process_setup.configure()  # What every entry point does before jax starts.
+  if args.output_dir:
+    os.makedirs(args.output_dir, exist_ok=True)
   t0 = time.time()
-  device = jax.devices()[0]
-  print(f'device check: {jax.device_count()} × {device.device_kind} ({jax.default_backend()}),'
-        f' jax {jax.__version__}{" [smoke]" if args.smoke else ""}', flush=True)
-  result = {'device_kind': device.device_kind, 'backend': jax.default_backend(),
-            'jax_version': jax.__version__, 'smoke': args.smoke}
-  result['nin_cifar'] = nin_cifar_throughput(args.smoke)
-  result['torch_peer'] = torch_peer(args.smoke, result['nin_cifar'])
-  result['fashion_mnist'] = fashion_mnist_time_to_target(
-      args.smoke, args.idx_dir, 0.5 if args.smoke else TARGET_ACCURACY)
-  result['total_s'] = time.time() - t0
-  print(f'device check done in {result["total_s"]:.0f} s')
-  print(json.dumps(result))
+  for name in args.section or SECTIONS:
+    _DONE[name] = run_section(name, args)
+  result = {**_DONE, 'total_s': time.time() - t0}
+  print(f'device check: {", ".join(_DONE)} done in {result["total_s"]:.0f} s', flush=True)
   if args.output:
     with open(args.output, 'w') as f:
       json.dump(result, f, indent=2)

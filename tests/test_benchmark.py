@@ -71,21 +71,32 @@ def test_host_overhead_compares_the_loop_with_the_compiled_step(tiny_config):
 
 
 def test_device_check_smoke_runs_on_cpu(tmp_path):
-  # The GPU check's every part at tiny sizes, so it cannot rot before a GPU runs it.
-  out = tmp_path / 'check.json'
+  # The GPU check's every section at tiny sizes, so it cannot rot before a GPU
+  # runs it; each section's JSON is in the output folder, complete.
+  out = tmp_path / 'check'
   proc = subprocess.run(
       [sys.executable, os.path.join(REPO, 'benchmarks', 'device_check.py'), '--smoke',
-       f'--output={out}'], capture_output=True, text=True, timeout=600, cwd=REPO,
+       f'--output_dir={out}'], capture_output=True, text=True, timeout=600, cwd=REPO,
       env={**os.environ, 'PYTHONPATH': REPO, 'JAX_PLATFORMS': 'cpu'})
   assert proc.returncode == 0, proc.stderr[-3000:]
-  result = json.loads(out.read_text())
-  assert [(r['dtype'], r['batch_size']) for r in result['nin_cifar']] == [
+  result = {name: json.loads((out / f'{name}.json').read_text())
+            for name in ('env', 'nin_cifar', 'torch_peer', 'fashion_mnist')}
+  assert all(r['complete'] for r in result.values()), result
+  assert [(r['dtype'], r['batch_size']) for r in result['nin_cifar']['rows']] == [
       ('bfloat16', 8), ('float32', 8)]
-  assert all(r['images_per_s'] > 0 for r in result['nin_cifar'])
+  assert all(r['images_per_s'] > 0 for r in result['nin_cifar']['rows'])
   if _torch_importable():
-    assert result['torch_peer'][0]['torch_images_per_s'] > 0
+    assert result['torch_peer']['rows'][0]['torch_images_per_s'] > 0
   assert 0 < result['fashion_mnist']['final_accuracy'] <= 1
   assert 'MFU' in proc.stdout and 'Fashion-MNIST' in proc.stdout
+
+
+def test_device_check_budgets_fit_in_eight_minutes():
+  proc = subprocess.run([sys.executable, os.path.join(REPO, 'benchmarks', 'device_check.py'),
+                         '--budgets'], capture_output=True, text=True, timeout=60, check=True)
+  budgets = dict(line.split() for line in proc.stdout.splitlines())
+  assert set(budgets) == {'install', 'env', 'nin_cifar', 'torch_peer', 'fashion_mnist'}
+  assert sum(int(s) for s in budgets.values()) <= 8 * 60
 
 
 def test_peak_is_looked_up_by_device_name():
