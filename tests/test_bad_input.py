@@ -250,7 +250,7 @@ def test_sweep_and_ablation_refuse_a_config_file_that_fails_in_one_line(
     ('ablation', ['--fc_dropout', '--seeds', '--[no]dry_run', '--workdir'])])
 def test_console_scripts_help_describes_the_command_and_its_flags(command, own_flags):
   # As the console script nin-sweep runs it: a __main__ without a docstring.
-  code = f'import sys\nfrom nin_jax.commands import {command}\nsys.exit({command}())\n'
+  code = f'import sys\nfrom nin_jax.entry import {command}\nsys.exit({command}())\n'
   proc = subprocess.run([sys.executable, '-c', code, '--help'], capture_output=True,
                         text=True, env={**os.environ, 'PYTHONPATH': REPO}, timeout=300)
   assert f'nin-{command}: ' in proc.stdout.splitlines()[0], proc.stdout
