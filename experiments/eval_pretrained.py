@@ -52,6 +52,7 @@ def load_image(path: str, size: int, resize: int = 256) -> np.ndarray:
 
 def _main(argv):
   from nin_jax import caffe_zoo, datasets, input_pipeline, predict
+  cli.library_logs_at_warning()  # Orbax logs the conversion's save and load at INFO.
   images = argv[1:]
   try:
     config = caffe_zoo.zoo_config(FLAGS.zoo, FLAGS.data_dir)

@@ -28,6 +28,7 @@ whitened CIFAR-10 (RGB), which `dataset.preprocessing='gcn_zca'` reproduces.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -67,6 +68,8 @@ class CaffeLayer:
 # ----------------------------------------------------------------------------
 
 _VARINT, _FIXED64, _BYTES, _FIXED32 = 0, 1, 2, 5
+_WIRE_NAMES = {_VARINT: 'a varint', _FIXED64: '8 fixed bytes', _BYTES: 'length-delimited bytes',
+               _FIXED32: '4 fixed bytes'}
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
@@ -114,6 +117,13 @@ def fields(buf: bytes):
     yield number, wire, value
 
 
+def _check_wire(wire: int, allowed: tuple[int, ...], what: str) -> None:
+  """A known field must come in the wire type(s) caffe.proto gives it, else the file is damaged."""
+  if wire not in allowed:
+    raise CaffeModelError(f'{what} is stored as {_WIRE_NAMES[wire]}, where caffe.proto has '
+                          f'{" or ".join(_WIRE_NAMES[w] for w in allowed)}: a damaged file')
+
+
 def _repeated_ints(items) -> list[int]:
   """Packed (bytes) or unpacked (int) varints, as one list."""
   out = []
@@ -139,10 +149,21 @@ def _repeated_floats(items, dtype) -> np.ndarray:
   return np.concatenate(chunks) if chunks else np.zeros((0,), dtype)
 
 
+# BlobProto's fields that are read, with the wire types caffe.proto allows each
+# (repeated numbers may be packed: length-delimited).
+_BLOB_WIRES = {1: (_VARINT, _BYTES), 2: (_VARINT, _BYTES), 3: (_VARINT, _BYTES),
+               4: (_VARINT, _BYTES), 5: (_BYTES, _FIXED32), 7: (_BYTES,), 8: (_BYTES, _FIXED64)}
+
+
 def parse_blob(buf: bytes) -> np.ndarray:
-  """A BlobProto as a float32 array of its shape (new `shape`, else num/channels/h/w)."""
+  """A BlobProto as a float32 array of its shape (new `shape`, else num/channels/h/w).
+
+  Raises CaffeModelError for a damaged blob, NaN or Inf values included.
+  """
   by_field: dict[int, list] = {}
   for number, wire, value in fields(buf):
+    if number in _BLOB_WIRES:
+      _check_wire(wire, _BLOB_WIRES[number], f'blob field {number}')
     by_field.setdefault(number, []).append((wire, value))
   data = _repeated_floats(by_field.get(5, []), '<f4')
   if not data.size and 8 in by_field:
@@ -150,13 +171,20 @@ def parse_blob(buf: bytes) -> np.ndarray:
   if 7 in by_field:
     dims = []
     for _, shape in by_field[7]:
-      dims = _repeated_ints([(w, v) for n, w, v in fields(shape) if n == 1])
+      dim_fields = [(w, v) for n, w, v in fields(shape) if n == 1]
+      for wire, _ in dim_fields:
+        _check_wire(wire, (_VARINT, _BYTES), 'a blob shape dimension')
+      dims = _repeated_ints(dim_fields)
   else:
-    dims = [_repeated_ints(by_field.get(n, [(0, 0)]))[-1] for n in (1, 2, 3, 4)]
+    dims = [(_repeated_ints(by_field.get(n, [(0, 0)])) or [0])[-1] for n in (1, 2, 3, 4)]
   shape = tuple(int(d) for d in dims)
-  if int(np.prod(shape)) != data.size:
+  if math.prod(shape) != data.size:
     raise CaffeModelError(f'a blob of shape {shape} holds {data.size} values: '
                           'truncated or damaged file')
+  bad = int(np.sum(~np.isfinite(data)))
+  if bad:
+    raise CaffeModelError(f'a blob of shape {shape} holds {bad} NaN or Inf values: '
+                          'a damaged file')
   return data.astype(np.float32).reshape(shape)
 
 
@@ -168,12 +196,19 @@ def _layer(buf: bytes, *, name_field: int, type_field: int, blobs_field: int,
            type_is_enum: bool = False) -> CaffeLayer:
   name, kind, blobs = '', '', []
   for number, wire, value in fields(buf):
-    if number == name_field and wire == _BYTES:
+    where = f'layer {name}' if name else 'an unnamed layer'
+    if number == name_field:
+      _check_wire(wire, (_BYTES,), f'the name of {where}')
       name = _string(value)
     elif number == type_field:
+      _check_wire(wire, (_VARINT,) if type_is_enum else (_BYTES,), f'the type of {where}')
       kind = str(value) if type_is_enum else _string(value)
-    elif number == blobs_field and wire == _BYTES:
-      blobs.append(parse_blob(value))
+    elif number == blobs_field:
+      _check_wire(wire, (_BYTES,), f'a blob of {where}')
+      try:
+        blobs.append(parse_blob(value))
+      except CaffeModelError as e:
+        raise CaffeModelError(f'{where}: {e}') from None
   return CaffeLayer(name, kind, blobs)
 
 
@@ -181,6 +216,8 @@ def parse_net(buf: bytes) -> list[CaffeLayer]:
   """Every layer of a serialised NetParameter (new `layer` or old `layers`), in order."""
   layers = []
   for number, wire, value in fields(buf):
+    if number in (2, 100):
+      _check_wire(wire, (_BYTES,), f'network field {number} (a layer)')
     if wire != _BYTES:
       continue
     if number == 100:  # LayerParameter

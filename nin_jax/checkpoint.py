@@ -236,9 +236,14 @@ def load_for_inspection(workdir, step: int | None = None):
   path = directory / str(step) / 'default'
   checkpointer = ocp.StandardCheckpointer()
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  target = jax.tree.map(
-      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-      checkpointer.metadata(path).item_metadata)
+  # The item's own metadata: the checkpointer's would look for the step's
+  # metadata file inside the item and warn that it does not exist.
+  reader = ocp.StandardCheckpointHandler()
+  try:
+    target = jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), reader.metadata(path))
+  finally:
+    reader.close()
   return checkpointer.restore(path, target)
 
 

@@ -62,7 +62,7 @@ def render(display_images: np.ndarray, labels: np.ndarray, result: dict, names: 
       ax.set_xticks([])
       ax.set_yticks([])
   if title:
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(title, fontsize=9, fontfamily=storage.font_family_for(title))
   fig.tight_layout()
   storage.save_figure(fig, epath.Path(png_path), dpi=100)
   plt.close(fig)

@@ -76,7 +76,7 @@ def run(default_config: str) -> None:
   """Entry point of experiments/*.py: parse flags, train, report."""
   sys.argv[1:] = configs.expand_names(sys.argv[1:])
   try:  # Before ml_collections imports it: a bad file is one line, not a traceback.
-    config_file.check(config_file.path_from_argv(sys.argv, default_config))
+    config_file.check_argv(sys.argv, default_config)
   except config_file.ConfigFileError as e:
     print(f'error: {e}', file=sys.stderr, flush=True)
     sys.exit(2)
@@ -84,11 +84,8 @@ def run(default_config: str) -> None:
     # config_flags applies --config.* overrides here, while defining the flag.
     _define_flags(default_config)
   except (AttributeError, KeyError, TypeError, ValueError) as e:
-    message = e
-    while isinstance(message, BaseException) and message.args:
-      message = message.args[0]  # config_dict wraps a KeyError in an AttributeError
-    message = str(message).replace('\n', ' ')
-    print(f'error: bad --config override: {message}', file=sys.stderr, flush=True)
+    print(f'error: bad --config override: {config_file.one_line(e)}', file=sys.stderr,
+          flush=True)
     sys.exit(2)
   app.run(_main, flags_parser=_parse_flags)
 
@@ -98,15 +95,18 @@ def _main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   config = _loaded_config()
   if FLAGS.print_config:
-    from nin_jax import config_doc
+    from nin_jax import config as config_lib, config_doc
+    try:
+      config_lib.validate(config)  # The checks training starts with.
+    except ValueError as e:
+      print(f'error: {e}', file=sys.stderr, flush=True)
+      sys.exit(2)
     print(config_doc.format_config(
         config, config_flags.get_config_filename(FLAGS['config'])))
     return
   # Imported here so `--help` stays fast and TF/JAX start after flag parsing.
   from nin_jax import train
-  if not FLAGS['verbosity'].present:
-    # Orbax and TF log every save at INFO; the progress line is what matters.
-    logging.set_verbosity(logging.WARNING)
+  library_logs_at_warning()
   if FLAGS.compilation_cache_dir and not os.environ.get('JAX_COMPILATION_CACHE_DIR'):
     import jax
     jax.config.update('jax_compilation_cache_dir',
@@ -137,6 +137,7 @@ def _main(argv):
     raise
   if result.get('preempted') and result.get('signal') == 'SIGINT':
     print(f'interrupted at step {result["step"]}; rerun the same command to resume')
+    sys.exit(130)  # As a shell reports Ctrl-C: `nin-train … && next` stops here.
   elif result.get('preempted'):
     print(f'stopped at step {result["step"]} (preempted); rerun the same command to resume')
   elif 'test/accuracy' in result:
@@ -185,3 +186,14 @@ def _loaded_config():
   print(f'error: get_config() in {path} returned {type(config).__name__}, not a '
         'ml_collections.ConfigDict', file=sys.stderr, flush=True)
   sys.exit(2)
+
+
+def library_logs_at_warning() -> None:
+  """absl's verbosity (Orbax's, JAX's, TF's logs) at WARNING unless --verbosity says.
+
+  For entry points, after flag parsing: Orbax logs every save and restore at
+  INFO, JAX its backend probing ("Unable to initialize backend 'tpu'"); the
+  command's own lines are what matter.
+  """
+  if not FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)

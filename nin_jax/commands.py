@@ -8,12 +8,13 @@ never holds two commands' flags.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
 from typing import Callable, Sequence
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from nin_jax import configs
@@ -42,7 +43,18 @@ def _trainer_flag() -> None:
 
 
 def sweep() -> None:
-  """nin-sweep: a config's sweep(), one ordinary run per trial, then the report."""
+  """nin-sweep: runs a config's sweep(), one ordinary training run per trial, then
+  tables and plots the results.
+
+      nin-sweep --config=fashion_mnist --workdir=workdirs/sweep_fmnist \\
+          [--config.num_epochs=2] [--dry_run] [--metric=test/accuracy] [--report_only]
+
+  The config file defines sweep() (nin_jax/sweeps.py); every --config.* flag
+  applies to every trial. Trials live in <workdir>/trial_<i>_<key=value...>/;
+  rerunning skips finished trials and resumes an interrupted one. Ctrl-C: the
+  running trial saves a checkpoint and the sweep stops (exit status 130); a
+  second Ctrl-C stops at once.
+  """
   from nin_jax import sweeps
 
   def define_flags():
@@ -65,17 +77,29 @@ def sweep() -> None:
         trainer=FLAGS.trainer or default_trainer(config_path or ''))
 
   sys.argv[1:] = configs.expand_names(sys.argv[1:])
-  _run_command(define_flags, run, 'trial')
+  _run_command(define_flags, run, 'trial', default_config=None, usage=sweep.__doc__)
 
 
 def ablation() -> None:
-  """nin-ablation: the paper's head ablation (GAP vs FC vs FC + dropout)."""
+  """nin-ablation: the paper's head ablation (section 4.6), GAP vs FC vs FC + dropout,
+  on one config, each variant an ordinary training run.
+
+      nin-ablation --workdir=workdirs/ablation_head [--config=cifar10_noaug] \\
+          [--config.a.b=value ...] [--seeds=0,1,2] [--fc_dropout=0.5] [--dry_run] \\
+          [--report_only]
+
+  Each variant (x each seed) runs in its own subdirectory (rerun to resume or
+  skip); the table goes to ablation.md/.csv, the plots to ablation_errors.png
+  and ablation_curves.png. Ctrl-C: the running variant saves a checkpoint and
+  the ablation stops (exit status 130); a second Ctrl-C stops at once.
+  """
   from nin_jax import ablation as ablation_lib
   from nin_jax import sweeps
+  default_config = configs.path('fashion_mnist')
 
   def define_flags():
     config_flags.DEFINE_config_file(
-        'config', configs.path('fashion_mnist'),
+        'config', default_config,
         'Config of the network to ablate (--config=cifar10_noaug for the paper).',
         lock_config=True)
     flags.DEFINE_string('workdir', None, 'Ablation directory (local or gs://); one '
@@ -89,6 +113,7 @@ def ablation() -> None:
     flags.mark_flag_as_required('workdir')
 
   def run() -> int:
+    _jax_on_cpu_only()  # The report builds each variant's model to count its parameters.
     config_path = config_flags.get_config_filename(FLAGS['config'])
     return ablation_lib.main(
         config=FLAGS.config, config_path=config_path, workdir=FLAGS.workdir,
@@ -103,7 +128,20 @@ def ablation() -> None:
       raise sweeps.SweepError(f'--seeds takes integers, got {",".join(FLAGS.seeds)}') from None
 
   sys.argv[1:] = configs.expand_names(sys.argv[1:])
-  _run_command(define_flags, run, 'variant')
+  _run_command(define_flags, run, 'variant', default_config=default_config,
+               usage=ablation.__doc__)
+
+
+def _jax_on_cpu_only() -> None:
+  """JAX in this process uses the CPU alone, unless JAX_PLATFORMS says otherwise.
+
+  For a runner whose trials are processes of their own: what it computes
+  itself (shapes, parameter counts) needs no accelerator, and probing for one
+  would log "Unable to initialize backend 'tpu'" (or hold a TPU a trial needs).
+  """
+  if not os.environ.get('JAX_PLATFORMS'):
+    import jax
+    jax.config.update('jax_platforms', 'cpu')
 
 
 def _parse_flags_or_exit(argv: Sequence[str]) -> list[str]:
@@ -112,49 +150,73 @@ def _parse_flags_or_exit(argv: Sequence[str]) -> list[str]:
   config_flags applies --config.* overrides while parsing; an unknown key or a
   value of the wrong type would otherwise end in a chained traceback.
   """
+  from nin_jax import config_file
   try:
     return flags.FLAGS(list(argv))
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as e:
-    message, innermost = e, e
-    while isinstance(message, BaseException) and message.args:
-      innermost = message
-      message = message.args[0]  # config_dict wraps a KeyError in an AttributeError
-    message = str(message).replace('\n', ' ')
-    if len(message) > 1 and message[0] == message[-1] and message[0] in '\'"':
-      message = message[1:-1]  # KeyError's repr quotes
-    if isinstance(innermost, KeyError):
-      message = f'the config has no field {message!r}'
-
-    print(f'error: bad flag or --config override: {message}', file=sys.stderr, flush=True)
+    print(f'error: bad flag or --config override: {config_file.one_line(e)}',
+          file=sys.stderr, flush=True)
     sys.exit(2)
 
 
 def _run_command(define_flags: Callable[[], None], run: Callable[[], int],
-                 unit: str) -> None:
-  """The __main__ of experiments/sweep.py and ablation_head.py.
+                 unit: str, *, default_config: str | None, usage: str) -> None:
+  """The __main__ of nin-sweep and nin-ablation (and experiments/sweep.py, ablation_head.py).
 
-  Defines the flags, runs `run()` (which returns how many `unit`s did not
-  finish), and turns user errors into one `error: …` line with exit status 2.
+  Checks the config file, defines the flags, runs `run()` (which returns how
+  many `unit`s did not finish), and turns user errors into one `error: …`
+  line with exit status 2. A signal that stopped the trials is one line too:
+  exit status 130 for Ctrl-C, 1 for SIGTERM (not every trial is done).
   """
-  from nin_jax import cli, sweeps
-  try:
-    define_flags()
-  except (AttributeError, KeyError, TypeError, ValueError) as e:
-    print(f'error: bad --config override: {e}', file=sys.stderr, flush=True)
+  from nin_jax import cli, config_file, sweeps, trials
+  try:  # Before ml_collections imports it: a bad file is one line, not a traceback.
+    config_file.check_argv(sys.argv, default_config)
+  except config_file.ConfigFileError as e:
+    print(f'error: {e}', file=sys.stderr, flush=True)
     sys.exit(2)
+  _define_flags_with_help(define_flags, usage)
 
   def main(argv):
     if len(argv) > 1:
       raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    cli.library_logs_at_warning()
     try:
       not_done = run()
     except (sweeps.SweepError, *cli.USER_ERRORS) as e:
       print(f'error: {e}', file=sys.stderr, flush=True)
       sys.exit(2)
+    except trials.Stopped as e:
+      print(e, flush=True)
+      sys.exit(130 if e.signal_name == 'SIGINT' else 1)
+    except KeyboardInterrupt:  # Ctrl-C while no trial runs (e.g. writing the report).
+      print('interrupted; rerun the same command to resume', flush=True)
+      sys.exit(130)
     if not_done:
       print(f'{not_done} {unit}(s) failed or did not finish; rerun the same command to retry.')
       sys.exit(1)
   app.run(main, flags_parser=_parse_flags_or_exit)
+
+
+def _define_flags_with_help(define_flags: Callable[[], None], usage: str) -> None:
+  """Defines the command's flags; `--help` then lists them under `usage`.
+
+  absl's --help shows __main__'s docstring and the main module's flags; a
+  console script (nin-sweep) has neither, so both are given here. A bad
+  --config override (config_flags applies it while defining) is one line.
+  """
+  from nin_jax import config_file
+  before = set(FLAGS)
+  try:
+    define_flags()
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    print(f'error: bad flag or --config override: {config_file.one_line(e)}',
+          file=sys.stderr, flush=True)
+    sys.exit(2)
+  for name in sorted(set(FLAGS) - before):
+    FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
+  main_module = sys.modules['__main__']
+  if not main_module.__doc__:
+    main_module.__doc__ = inspect.cleandoc(usage) + '\n'
 
 
 def benchmark() -> None:
@@ -181,9 +243,8 @@ def benchmark() -> None:
   def main(argv):
     del argv
     from nin_jax import benchmark as benchmark_lib
-    from nin_jax import profiling
-    if not FLAGS['verbosity'].present:  # JAX's backend probing logs at INFO.
-      logging.set_verbosity(logging.WARNING)
+    from nin_jax import cli, profiling
+    cli.library_logs_at_warning()
     if FLAGS.host_overhead:
       rows = benchmark_lib.host_overhead(FLAGS.config)
       print(benchmark_lib.format_overhead(rows))

@@ -284,7 +284,7 @@ def plot_curves(workdir, png_path=None) -> str:
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend()
-  fig.suptitle(workdir.name)
+  fig.suptitle(workdir.name, fontfamily=storage.font_family_for(workdir.name))
   fig.tight_layout()
   storage.save_figure(fig, png_path, dpi=100)
   plt.close(fig)

@@ -141,16 +141,29 @@ class Predictor:
     self._probs = jax.jit(lambda x: jax.nn.softmax(nnx.merge(graphdef, state)(x), -1))
 
   def preprocess(self, images: np.ndarray) -> np.ndarray:
-    """uint8 (N, H, W, C) → the model's float32 input, as in training."""
+    """uint8 images → the model's float32 input (N, H, W, C), as in training.
+
+    Takes a batch (N, H, W, C) or one image (H, W, C); a single-channel model
+    also takes them without the channel axis: (N, H, W), the IDX layout, or (H, W).
+    """
     images = np.asarray(images)
     if images.dtype != np.uint8:
       raise ValueError(f'predict takes uint8 images, got {images.dtype}')
-    if images.ndim == 3:
-      images = images[None]
-    if tuple(images.shape[1:]) != self.input_shape:
-      raise ValueError(f'images of shape {images.shape[1:]}; this model takes '
-                       f'{self.input_shape} (resize or crop them first)')
-    return input_pipeline.apply_preprocessing(self.config.dataset, self.fitted, images)
+    return input_pipeline.apply_preprocessing(self.config.dataset, self.fitted,
+                                              self._as_batch(images))
+
+  def _as_batch(self, images: np.ndarray) -> np.ndarray:
+    h, w, c = self.input_shape
+    image_shapes = [(h, w, c)] + ([(h, w)] if c == 1 else [])
+    if images.shape in image_shapes:
+      return images.reshape(1, h, w, c)
+    if images.shape[1:] in image_shapes:
+      return images.reshape(len(images), h, w, c)
+    takes = f'a batch (N, {h}, {w}, {c}) or one ({h}, {w}, {c})'
+    if c == 1:
+      takes += f', or without the channel axis, (N, {h}, {w}) or ({h}, {w})'
+    raise ValueError(f'images of shape {images.shape}; this model takes {self.input_shape} '
+                     f'images: {takes}')
 
   def __call__(self, images: np.ndarray) -> np.ndarray:
     return np.asarray(self._probs(self.preprocess(images)))

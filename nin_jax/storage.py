@@ -14,6 +14,7 @@ atomic rename, so:
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import re
@@ -86,6 +87,42 @@ def write_atomic(path: epath.Path, data: str | bytes) -> None:
   tmp = path.parent / f'{path.name}.tmp'
   tmp.write_bytes(raw)
   os.replace(tmp, path)
+
+
+def font_family_for(text: str) -> list[str] | None:
+  """A matplotlib font family list that draws `text`, or None if the default font does.
+
+  For labels made of user-given names: matplotlib's default font (DejaVu Sans)
+  has no CJK, for one, and a workdir named in Chinese would be drawn as boxes
+  with a warning per character. The installed fonts that have the missing
+  characters follow the default one; what none of them has is drawn by
+  matplotlib's Last Resort font (a box naming the character's Unicode block),
+  named here so that matplotlib does not warn that it fell back to it.
+  """
+  from matplotlib import font_manager
+  default = font_manager.findfont(font_manager.FontProperties())
+  missing = {ord(c) for c in text if c.isprintable()} - _characters_of(default)
+  if not missing:
+    return None
+  families = list(font_manager.FontProperties().get_family())
+  installed = font_manager.fontManager.ttflist
+  for entry in installed:
+    if missing and entry.name not in families + [_LAST_RESORT]:
+      if covered := missing & _characters_of(entry.fname):
+        families.append(entry.name)
+        missing -= covered
+  if missing and any(entry.name == _LAST_RESORT for entry in installed):
+    families.append(_LAST_RESORT)
+  return families
+
+
+_LAST_RESORT = 'Last Resort High-Efficiency'  # Shipped with matplotlib (3.10 and later).
+
+
+@functools.cache
+def _characters_of(font_path: str) -> frozenset[int]:
+  from matplotlib import ft2font
+  return frozenset(ft2font.FT2Font(font_path).get_charmap())
 
 
 def save_figure(fig, path: epath.Path, **kwargs) -> None:

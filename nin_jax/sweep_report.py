@@ -169,8 +169,9 @@ def plot_metric(rows: list[dict], keys: Sequence[str], metric: str, png_path: ep
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
   failed = sum(r['status'] == trials.FAILED for r in rows)
-  fig.suptitle(f'{png_path.parent.name}: {len(done)} finished'
-               + (f', {failed} failed (not shown)' if failed else ''))
+  title = (f'{png_path.parent.name}: {len(done)} finished'
+           + (f', {failed} failed (not shown)' if failed else ''))
+  fig.suptitle(title, fontfamily=storage.font_family_for(title))
   fig.tight_layout()
   storage.save_figure(fig, png_path, dpi=100)
   plt.close(fig)

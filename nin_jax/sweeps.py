@@ -22,13 +22,15 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import importlib.util
 import itertools
 import math
 import os
 import shlex
 import sys
 from typing import Any, Callable, Iterable, Sequence
+
+from nin_jax import config_file
+
 
 class SweepError(ValueError):
   """Bad sweep input (no sweep(), unknown key, missing metric): the message says what."""
@@ -124,13 +126,12 @@ def load_sweep(config_path: str) -> list[dict]:
   """The trials of the `sweep()` in a config file, as a list of override dicts."""
   if not os.path.isfile(config_path):
     raise SweepError(f'config file {config_path} does not exist')
-  spec = importlib.util.spec_from_file_location('_sweep_config', config_path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = config_file.load(config_path, '_sweep_config')
   if not hasattr(module, 'sweep'):
     raise SweepError(f'{config_path} defines no sweep(); add one that returns '
                      'override dicts (see nin_jax/sweeps.py)')
-  trials = list(module.sweep())
+  with config_file.users_code(config_path):  # An exception in sweep() is one line.
+    trials = list(module.sweep())
   if not trials:
     raise SweepError(f'sweep() in {config_path} yields no trials')
   for i, t in enumerate(trials):

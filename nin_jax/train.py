@@ -63,8 +63,13 @@ class Preemption:
     if self.requested and signum == signal.SIGINT:
       print('second Ctrl-C: stopping now, without saving', file=sys.stderr, flush=True)
       os._exit(130)  # At once: no checkpoint, no cleanup (the lock is seen as stale).
-    logging.warning('%s: saving a checkpoint and stopping at the next step%s', name,
-                    ' (Ctrl-C again to stop now)' if signum == signal.SIGINT else '')
+    if self.requested:  # A sweep passes a Ctrl-C on as SIGTERM: already stopping.
+      return
+    if signum == signal.SIGINT:
+      print('Ctrl-C: saving a checkpoint at the next step, then stopping (Ctrl-C again to '
+            'stop now, without saving)', file=sys.stderr, flush=True)
+    else:
+      logging.warning('%s: saving a checkpoint and stopping at the next step', name)
     self.requested, self.signal = True, name
 
   def __exit__(self, *exc):
@@ -287,7 +292,8 @@ def _train_and_evaluate(config, workdir: str, profile_steps, allow_config_change
         metrics.console(f'TESTING: paused after step {step}')
         os.kill(os.getpid(), signal.SIGSTOP)
       if stop:
-        logging.warning('preempted: checkpoint at step %d written; rerun to resume', step)
+        if preemption.signal != 'SIGINT':  # After a Ctrl-C the command line says it.
+          logging.warning('preempted: checkpoint at step %d written; rerun to resume', step)
         break
   profiler.close()  # The run ended before step B.
   dp.assert_replicas_agree(state)  # Multi-process: every host ends with the same model.

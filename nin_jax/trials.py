@@ -175,41 +175,118 @@ def run_trials(trials: Sequence[Trial], *, base_args: Sequence[str] = (),
           'changed. Use a new --workdir, or delete that trial directory.')
     records[trial.name] = record
   statuses = {}
-  for trial in trials:
-    workdir = epath.Path(trial.workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    write_json(workdir / OVERRIDES_FILE, records[trial.name])
-    prefix = f'[{trial.index + 1}/{len(trials)}] {trial.name}'
-    if is_done(trial.workdir):
-      print(f'{prefix}: finished before, skipped', file=stream, flush=True)
-      statuses[trial.name] = DONE
-      continue
-    log = workdir / LOG_FILE
-    print(f'{prefix}: running (log: {log})', file=stream, flush=True)
-    t0 = time.time()
-    returncode = run_logged(trial.command, log, env)
-    wall = time.time() - t0
-    if returncode == 0 and is_done(trial.workdir):
-      status = {'status': DONE, 'returncode': 0, 'wall_s': wall}
-    elif returncode == 0:  # Stopped early (preempted): rerunning resumes it.
-      status = {'status': INCOMPLETE, 'returncode': 0, 'wall_s': wall}
-    else:
-      status = {'status': FAILED, 'returncode': returncode, 'wall_s': wall,
-                'error_tail': error_tail(log)}
-    write_json(workdir / STATUS_FILE, status)
-    statuses[trial.name] = status['status']
-    summary = f'{prefix}: {status["status"]} in {wall:.0f}s'
-    if status['status'] == FAILED:
-      summary += f' (exit {returncode}): {short_error(status["error_tail"])}'
-    print(summary, file=stream, flush=True)
+  with _Signals() as signals:
+    for trial in trials:
+      statuses[trial.name] = _run_trial(trial, records[trial.name], len(trials), env,
+                                        signals, stream)
   return statuses
 
 
-def run_logged(command: list[str], log_path: epath.Path, env: dict | None) -> int:
+def _run_trial(trial: Trial, record: dict, count: int, env: dict | None,
+               signals: _Signals, stream) -> str:
+  """Runs one trial (unless done before) and records how it ended; returns its status.
+
+  Raises Stopped, after recording the trial, if a signal asked the runner to stop.
+  """
+  workdir = epath.Path(trial.workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  write_json(workdir / OVERRIDES_FILE, record)
+  prefix = f'[{trial.index + 1}/{count}] {trial.name}'
+  if is_done(trial.workdir):
+    print(f'{prefix}: finished before, skipped', file=stream, flush=True)
+    return DONE
+  signals.raise_if_stopping(f'{trial.name} did not start')
+  log = workdir / LOG_FILE
+  print(f'{prefix}: running (log: {log})', file=stream, flush=True)
+  t0 = time.time()
+  returncode = run_logged(trial.command, log, env, signals)
+  wall = time.time() - t0
+  if returncode == 0 and is_done(trial.workdir):
+    status = {'status': DONE, 'returncode': 0, 'wall_s': wall}
+  elif returncode == 0 or signals.received:  # Stopped early: rerunning resumes it.
+    status = {'status': INCOMPLETE, 'returncode': returncode, 'wall_s': wall}
+  else:
+    status = {'status': FAILED, 'returncode': returncode, 'wall_s': wall,
+              'error_tail': error_tail(log)}
+  write_json(workdir / STATUS_FILE, status)
+  signals.raise_if_stopping(f'{trial.name} stopped at its last checkpoint')
+  summary = f'{prefix}: {status["status"]} in {wall:.0f}s'
+  if status['status'] == FAILED:
+    summary += f' (exit {returncode}): {short_error(status["error_tail"])}'
+  print(summary, file=stream, flush=True)
+  return status['status']
+
+
+class Stopped(Exception):
+  """A signal stopped the trials, the running one having saved first; the message says so."""
+
+  def __init__(self, message: str, signal_name: str):
+    super().__init__(message)
+    self.signal_name = signal_name
+
+
+class _Signals:
+  """SIGTERM and Ctrl-C while trials run: the running trial saves and stops, then the runner.
+
+  The trial is sent SIGTERM, which its train loop takes as a request to save a
+  checkpoint and stop. (A Ctrl-C at the terminal reached the trial too, as a
+  member of the same process group; the SIGTERM after it changes nothing.) A
+  second Ctrl-C passes SIGINT on, which stops the trial at once, without
+  saving, and ends the runner without waiting for it.
+  """
+
+  def __init__(self):
+    self.received = None  # The name of the first signal, e.g. 'SIGINT'.
+    self._proc = None
+    self._previous = {}
+
+  def __enter__(self):
+    try:
+      self._previous = {s: signal.signal(s, self._handle)
+                        for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # Not the main thread.
+      self._previous = {}
+    return self
+
+  def __exit__(self, *exc):
+    for signum, previous in self._previous.items():
+      signal.signal(signum, previous)
+
+  def started(self, proc: subprocess.Popen) -> None:
+    """`proc` is the running trial; told to stop at once if a signal came before it."""
+    self._proc = proc
+    if self.received:
+      proc.send_signal(signal.SIGTERM)
+
+  def raise_if_stopping(self, what_happened: str) -> None:
+    """Stopped, saying `what_happened` to the trial, if a signal asked to stop."""
+    if self.received:
+      how = 'interrupted' if self.received == 'SIGINT' else f'stopped ({self.received})'
+      raise Stopped(f'{how}: {what_happened}; rerun the same command to resume',
+                    self.received)
+
+  def _handle(self, signum, frame):
+    if self.received and signum == signal.SIGINT:
+      print('second Ctrl-C: stopping now, without saving', file=sys.stderr, flush=True)
+      if self._proc is not None:
+        self._proc.send_signal(signal.SIGINT)  # The trial's second Ctrl-C: it stops at once.
+      raise SystemExit(130)
+    if self.received:
+      return
+    self.received = signal.Signals(signum).name
+    if signum == signal.SIGINT:
+      print("Ctrl-C: saving the running trial's checkpoint, then stopping (Ctrl-C again "
+            'to stop now, without saving)', file=sys.stderr, flush=True)
+    if self._proc is not None:
+      self._proc.send_signal(signal.SIGTERM)
+
+
+def run_logged(command: list[str], log_path: epath.Path, env: dict | None,
+               signals: _Signals) -> int:
   """Runs command with stdout+stderr appended to log_path (local or in a bucket)."""
   header = f'\n$ {shlex.join(command)}\n'
   if not storage.is_remote(log_path):
-    return _run_to_file(command, str(log_path), header, env)
+    return _run_to_file(command, str(log_path), header, env, signals)
   # An object cannot be appended to: spool locally, upload the whole log now and then.
   earlier = log_path.read_bytes() if log_path.exists() else b''
   with tempfile.TemporaryDirectory(prefix='nin_trial_log_') as spool_dir:
@@ -232,36 +309,19 @@ def run_logged(command: list[str], log_path: epath.Path, env: dict | None) -> in
     uploader = threading.Thread(target=upload_every_while, name='trial-log-upload', daemon=True)
     uploader.start()
     try:
-      return _run_to_file(command, spool, header, env)
+      return _run_to_file(command, spool, header, env, signals)
     finally:
       stop.set()
       uploader.join()
       upload()
 
 
-def _run_to_file(command: list[str], path: str, header: str, env: dict | None) -> int:
-  """Runs command, output appended to the local file `path`; SIGTERM is passed on.
-
-  Passing SIGTERM on lets a preempted sweep's running trial checkpoint (the
-  train loop saves and stops on SIGTERM) before the runner exits.
-  """
+def _run_to_file(command: list[str], path: str, header: str, env: dict | None,
+                 signals: _Signals) -> int:
+  """Runs command, output appended to the local file `path`; `signals` pass signals on."""
   with open(path, 'a') as log:
     log.write(header)
     log.flush()
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-
-    def forward(signum, frame):
-      proc.send_signal(signum)
-    try:
-      previous = signal.signal(signal.SIGTERM, forward)
-    except ValueError:  # Not the main thread.
-      previous = None
-    try:
-      return proc.wait()
-    except KeyboardInterrupt:
-      proc.send_signal(signal.SIGTERM)
-      proc.wait()
-      raise
-    finally:
-      if previous is not None:
-        signal.signal(signal.SIGTERM, previous)
+    signals.started(proc)
+    return proc.wait()

@@ -23,6 +23,7 @@ def ablation_cli(workdir, *args):
 def test_three_heads_same_run_otherwise_tabled_and_plotted(tmp_path):
   proc = ablation_cli(tmp_path, '--fc_dropout=0.3')
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  assert proc.stderr == ''  # No library logs; each trial's output is in its train.log.
 
   configs = {v: json.loads((tmp_path / v / 'config.json').read_text())
              for v in ('gap', 'fc', 'fc_dropout')}

@@ -7,10 +7,13 @@ are pure config go through `validate`, which the command line runs first.
 
 import os
 import subprocess
+import sys
 
+import numpy as np
 import pytest
 
-from conftest import TINY, run_cli
+import caffe_writer
+from conftest import REPO, TINY, run_cli
 from nin_jax import config as config_lib
 
 
@@ -89,6 +92,26 @@ CLI_CASES = {
     'checkpoints path is a file': (
         lambda tmp, f: ('fashion_mnist.py', f.parent, TINY, []),
         'checkpoints is a file, not a checkpoint directory'),
+    'config file whose import fails': (
+        lambda tmp, f: ('fashion_mnist.py', tmp / 'w', {}, [f'--config={tmp}/bad_import.py']),
+        "bad_import.py, line 2: ModuleNotFoundError: No module named 'no_such_module'"),
+    'config file whose get_config raises': (
+        lambda tmp, f: ('fashion_mnist.py', tmp / 'w', {'num_epochs': 2.0},
+                        [f'--config={tmp}/raises.py']),
+        "raises.py, line 5, in get_config: ValueError: invalid literal for int() with base "
+        "10: 'sixty-four'"),
+}
+
+# The config files of the cases above that need one, by the file's name.
+CONFIG_FILES = {
+    'typo.py': ('from nin_jax.configs import fashion_mnist\n\n'
+                'def get_config():\n  config = fashion_mnist.get_config()\n'
+                '  config.optim.learnin_rate = 0.001\n  return config\n'),
+    'bad_import.py': '"""Needs a module that is not installed."""\nimport no_such_module\n\n'
+                     'def get_config():\n  return no_such_module.config()\n',
+    'raises.py': ('from nin_jax.configs import fashion_mnist\n\n'
+                  'def get_config():\n  config = fashion_mnist.get_config()\n'
+                  "  config.optim.batch_size = int('sixty-four')\n  return config\n"),
 }
 
 
@@ -105,11 +128,8 @@ def test_cli_refuses_bad_input_cleanly(tmp_path, a_file, case):
     message += f' {tmp_path}. Run `tfds build cifar10 --data_dir={tmp_path}`'
   if case == 'config file with a syntax error':
     (tmp_path / 'broken.py').write_text('def get_config():\n  config = dict(\n  return config)\n')
-  if case == 'config file sets an unknown key':
-    (tmp_path / 'typo.py').write_text(
-        'from nin_jax.configs import fashion_mnist\n\n'
-        'def get_config():\n  config = fashion_mnist.get_config()\n'
-        '  config.optim.learnin_rate = 0.001\n  return config\n')
+  for name, text in CONFIG_FILES.items():
+    (tmp_path / name).write_text(text)
   refused(run_cli(script, workdir, overrides, extra_args=extra), message)
   if workdir != a_file and workdir != a_file.parent:
     assert not workdir.exists()  # A refused run leaves no workdir behind.
@@ -181,3 +201,121 @@ def test_full_disk_is_one_line_naming_the_path_and_the_free_space(tmp_path):
   assert 'KiB free); free some space or use another --workdir' in proc.stderr
   assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
   assert len(proc.stderr.splitlines()) <= 3, proc.stderr[-3000:]
+
+
+def one_line_refusal(proc, message):
+  """`refused`, and the message is all of stderr: one line, nothing quoted twice."""
+  refused(proc, message)
+  assert proc.stderr.count('\n') == 1 and proc.stderr.startswith('error: '), proc.stderr
+  assert '\\' not in proc.stderr, proc.stderr  # No repr escapes (\' or a literal \n).
+
+
+def test_print_config_runs_the_checks_training_runs(tmp_path):
+  (tmp_path / 'typo.py').write_text(CONFIG_FILES['typo.py'])
+  proc = run_cli('fashion_mnist.py', None, extra_args=[f'--config={tmp_path}/typo.py',
+                                                       '--print_config'])
+  one_line_refusal(proc, 'error: config.optim.learnin_rate is not a config field; did you '
+                         'mean optim.learning_rate?')
+  assert proc.stdout == ''
+
+
+@pytest.mark.parametrize('script, config', [('sweep.py', ['--config=fashion_mnist']),
+                                            ('ablation_head.py', [])])
+def test_sweep_and_ablation_print_a_misspelt_override_cleanly(tmp_path, script, config):
+  proc = run_cli(script, tmp_path / 'w', extra_args=[
+      *config, '--config.optim.learnin_rate=0.1', '--dry_run'])
+  one_line_refusal(proc, 'error: bad flag or --config override: \'learnin_rate\' Did you '
+                         'mean "learning_rate" instead of "learnin_rate"?')
+
+
+SWEEP_RAISES = ('from nin_jax.configs.fashion_mnist import get_config\n\n'
+                'def sweep():\n  seeds = {"first": 0}\n  return [{"seed": seeds["second"]}]\n')
+
+
+@pytest.mark.parametrize('script, file, message', [
+    ('sweep.py', 'raises.py', "raises.py, line 5, in get_config: ValueError: invalid literal "
+                              "for int() with base 10: 'sixty-four'"),
+    ('ablation_head.py', 'raises.py', 'raises.py, line 5, in get_config: ValueError: '),
+    ('sweep.py', 'sweep_raises.py', "sweep_raises.py, line 5, in sweep: KeyError: 'second'"),
+])
+def test_sweep_and_ablation_refuse_a_config_file_that_fails_in_one_line(
+    tmp_path, script, file, message):
+  (tmp_path / file).write_text({**CONFIG_FILES, 'sweep_raises.py': SWEEP_RAISES}[file])
+  proc = run_cli(script, tmp_path / 'w', extra_args=[f'--config={tmp_path}/{file}', '--dry_run'])
+  one_line_refusal(proc, f'error: config file {tmp_path}/{message}')
+
+
+@pytest.mark.parametrize('command, own_flags', [
+    ('sweep', ['--[no]dry_run', '--metric', '--[no]report_only', '--trainer', '--workdir']),
+    ('ablation', ['--fc_dropout', '--seeds', '--[no]dry_run', '--workdir'])])
+def test_console_scripts_help_describes_the_command_and_its_flags(command, own_flags):
+  # As the console script nin-sweep runs it: a __main__ without a docstring.
+  code = f'import sys\nfrom nin_jax.entry import {command}\nsys.exit({command}())\n'
+  proc = subprocess.run([sys.executable, '-c', code, '--help'], capture_output=True,
+                        text=True, env={**os.environ, 'PYTHONPATH': REPO}, timeout=300)
+  assert f'nin-{command}: ' in proc.stdout.splitlines()[0], proc.stdout
+  assert 'Ctrl-C' in proc.stdout  # The description says how to stop it.
+  for flag in own_flags:
+    assert f'  {flag}: ' in proc.stdout, (flag, proc.stdout)
+
+
+# --- The Caffe zoo converter (experiments/eval_pretrained.py) ---------------------
+
+def zoo_params():
+  from flax import nnx
+  from nin_jax import steps
+  model_config = config_lib.base_config().model
+  model_config.preset, model_config.width_multiplier = 'imagenet', 0.125
+  model = steps.build_model(model_config, 1000, (224, 224, 3), seed=0)
+  return nnx.to_pure_dict(nnx.state(model, nnx.Param))
+
+
+def eval_pretrained(tmp_path, caffemodel):
+  return subprocess.run(
+      [sys.executable, f'{REPO}/experiments/eval_pretrained.py', f'--caffemodel={caffemodel}',
+       f'--workdir={tmp_path / "zoo"}', '--width_multiplier=0.125'],
+      capture_output=True, text=True, timeout=600, cwd=REPO,
+      env={**os.environ, 'PYTHONPATH': REPO, 'JAX_PLATFORMS': 'cpu'})
+
+
+def test_a_caffemodel_with_a_field_of_the_wrong_wire_type_is_one_line(tmp_path):
+  # A ReLU layer whose type (a string) is stored as a varint.
+  data = caffe_writer.net(zoo_params(), bgr=True) + caffe_writer.bytes_field(
+      100, caffe_writer.bytes_field(1, b'relu_extra') + caffe_writer.int_field(2, 18))
+  (tmp_path / 'bad.caffemodel').write_bytes(data)
+  proc = eval_pretrained(tmp_path, tmp_path / 'bad.caffemodel')
+  one_line_refusal(proc, 'error: the type of layer relu_extra is stored as a varint, where '
+                         'caffe.proto has length-delimited bytes: a damaged file')
+  assert not (tmp_path / 'zoo').exists()
+
+
+def test_a_caffemodel_with_nan_or_inf_weights_is_one_line(tmp_path):
+  params = zoo_params()
+  kernel = np.array(params['blocks'][1]['layers'][0]['kernel'])
+  kernel[0, 0, 0, :2] = [np.nan, np.inf]
+  params['blocks'][1]['layers'][0]['kernel'] = kernel
+  (tmp_path / 'nan.caffemodel').write_bytes(caffe_writer.net(params, bgr=True))
+  proc = eval_pretrained(tmp_path, tmp_path / 'nan.caffemodel')
+  one_line_refusal(proc, 'error: layer conv2: a blob of shape (32, 12, 5, 5) holds 2 NaN or '
+                         'Inf values: a damaged file')
+  assert not (tmp_path / 'zoo').exists()
+
+
+# --- The predictor (nin_jax/predict.py) ----------------------------------------------
+
+def test_the_predictor_takes_single_channel_images_with_or_without_their_channel_axis(
+    trained_tiny_run):
+  from nin_jax import datasets, predict
+  predictor = predict.load(str(trained_tiny_run[0]))
+  raw, _ = datasets.load_arrays('fashion_mnist', 'test', source='idx')
+  batch = np.asarray(raw[:3]).reshape(3, 28, 28, 1)
+  expected = predictor(batch)
+  np.testing.assert_array_equal(predictor(batch[:, :, :, 0]), expected)  # IDX's (N, H, W)
+  np.testing.assert_array_equal(predictor(batch[0, :, :, 0]), expected[:1])  # (H, W)
+  np.testing.assert_array_equal(predictor(batch[0]), expected[:1])  # (H, W, C)
+  needs = ('this model takes (28, 28, 1) images: a batch (N, 28, 28, 1) or one (28, 28, 1), '
+           'or without the channel axis, (N, 28, 28) or (28, 28)')
+  for shape in [(28,), (32, 32), (2, 28, 28, 3), (2, 1, 28, 28)]:
+    with pytest.raises(ValueError) as error:
+      predictor(np.zeros(shape, np.uint8))
+    assert str(error.value) == f'images of shape {shape}; {needs}'

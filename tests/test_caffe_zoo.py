@@ -117,6 +117,7 @@ def test_eval_pretrained_converts_and_predicts_on_image_files(tmp_path):
       capture_output=True, text=True, timeout=600, cwd=REPO,
       env={**__import__('os').environ, 'PYTHONPATH': REPO, 'JAX_PLATFORMS': 'cpu'})
   assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stderr == ''  # No library logs (Orbax's save and load at INFO) around it.
   line = [l for l in result.stdout.splitlines() if l.startswith(str(tmp_path / 'a.png'))][0]
   # The zoo's input: RGB in [0, 255] minus Caffe's mean pixel; the 256² image is cropped to 224.
   x = pixels[16:240, 16:240].astype(np.float32) - np.float32(caffe_zoo.IMAGENET_MEAN_RGB)
@@ -143,3 +144,75 @@ def test_converted_imagenet_model_evaluates_on_the_validation_split(tmp_path):
   # Scored by the converted model: the same top-1 as the original on these inputs.
   assert (np.argmax(np.asarray(converted(batch['image'])), -1)
           == np.argmax(np.asarray(model(batch['image'])), -1)).all()
+
+
+# Which length-delimited fields hold a message, by the message they are in.
+_MESSAGES = {'net': {100: 'layer'}, 'layer': {7: 'blob'}, 'blob': {7: 'shape'}, 'shape': {}}
+
+
+def _structure_offsets(buf: bytes, start: int, end: int, message: str = 'net') -> list[int]:
+  """Offsets of every field key and length of a LayerParameter-format net (no float data)."""
+  def varint(pos):
+    result = shift = 0
+    while True:
+      result, pos, shift = result | (buf[pos] & 0x7F) << shift, pos + 1, shift + 7
+      if not buf[pos - 1] & 0x80:
+        return result, pos
+  out, pos = [], start
+  while pos < end:
+    key_start = pos
+    key, pos = varint(pos)
+    number, wire = key >> 3, key & 7
+    if wire == 2:
+      size, body = varint(pos)
+      out += range(key_start, body)
+      if number in _MESSAGES[message]:
+        out += _structure_offsets(buf, body, body + size, _MESSAGES[message][number])
+      pos = body + size
+    else:
+      out += range(key_start, pos)
+      pos = varint(pos)[1] if wire == 0 else pos + (8 if wire == 1 else 4)
+  return out
+
+
+def test_a_damaged_file_is_read_or_refused_never_a_crash():
+  """One byte of the file's structure (a field key or length) changed, 2,000 times."""
+  _, params = _random_model('cifar10_caffe', 10, (32, 32, 3), seed=0)
+  data = caffe_writer.net(params, bgr=False)
+  offsets = _structure_offsets(data, 0, len(data))
+  rng = np.random.default_rng(1)
+  outcomes = {'read': 0, 'refused': 0}
+  for _ in range(2000):
+    damaged = bytearray(data)
+    damaged[offsets[rng.integers(len(offsets))]] = rng.integers(256)
+    try:
+      caffe_zoo.to_params(caffe_zoo.parse_net(bytes(damaged)), params, bgr_input=False,
+                          preset='cifar10_caffe')
+      outcomes['read'] += 1
+    except caffe_zoo.CaffeModelError:
+      outcomes['refused'] += 1
+  print(outcomes)  # Any other exception (AttributeError, TypeError...) fails the test.
+  assert outcomes['refused'] and outcomes['read']
+
+
+@pytest.mark.parametrize('layer, message', [
+    (caffe_writer.bytes_field(1, b'relu9') + caffe_writer.int_field(2, 18),
+     'the type of layer relu9 is stored as a varint'),
+    (caffe_writer.int_field(1, 7) + caffe_writer.bytes_field(2, b'ReLU'),
+     'the name of an unnamed layer is stored as a varint'),
+    (caffe_writer.bytes_field(1, b'conv9') + caffe_writer.int_field(7, 3),
+     'a blob of layer conv9 is stored as a varint'),
+    (caffe_writer.bytes_field(1, b'conv9') + caffe_writer.bytes_field(
+        7, caffe_writer.int_field(5, 1)),
+     'layer conv9: blob field 5 is stored as a varint'),
+    (caffe_writer.bytes_field(1, b'conv9') + caffe_writer.bytes_field(
+        7, caffe_writer.int_field(7, 1)),
+     'layer conv9: blob field 7 is stored as a varint'),
+    (caffe_writer.bytes_field(1, b'conv9') + caffe_writer.bytes_field(
+        7, caffe_writer.blob(np.array([1.0, np.nan, -np.inf], np.float32))),
+     'layer conv9: a blob of shape (3,) holds 2 NaN or Inf values: a damaged file'),
+])
+def test_a_field_in_the_wrong_wire_type_or_a_non_finite_weight_is_refused(layer, message):
+  with pytest.raises(caffe_zoo.CaffeModelError) as error:
+    caffe_zoo.parse_net(caffe_writer.bytes_field(100, layer))
+  assert str(error.value).startswith(message), str(error.value)

@@ -306,6 +306,9 @@ def test_only_the_train_loop_asks_the_preemption_service(tmp_path, monkeypatch):
 
 # --- Ctrl-C ---------------------------------------------------------------------
 
+CTRL_C_LINE = ('Ctrl-C: saving a checkpoint at the next step, then stopping (Ctrl-C again to '
+               'stop now, without saving)')
+
 def test_ctrl_c_saves_at_the_current_step_and_the_rerun_resumes_bit_identical(reference, tmp_path):
   workdir = str(tmp_path / 'run')
   command = {**RUN, 'testing.pause_at_steps': '(5,)'}
@@ -313,9 +316,12 @@ def test_ctrl_c_saves_at_the_current_step_and_the_rerun_resumes_bit_identical(re
   assert run.wait_for_pause() == 5
   run.proc.send_signal(signal.SIGINT)  # What Ctrl-C sends.
   run.resume()
-  assert run.finish() == 0, run.stderr[-3000:]
-  assert 'interrupted at step 6; rerun the same command to resume' in run.text
+  assert run.finish() == 130, run.stderr[-3000:]  # Non-zero: `… && next` stops.
+  assert run.text.splitlines()[-1] == 'interrupted at step 6; rerun the same command to resume'
+  # One line said when Ctrl-C arrives, the one above when the run has stopped.
+  assert run.stderr.splitlines()[-1:] == [CTRL_C_LINE], run.stderr[-3000:]
   assert 'Traceback' not in run.stderr and 'KeyboardInterrupt' not in run.stderr
+  assert 'preempted' not in run.stderr
   assert os.path.isdir(os.path.join(workdir, 'checkpoints', '6'))
 
   again = Run(workdir, command)
@@ -336,6 +342,99 @@ def test_a_second_ctrl_c_stops_at_once(tmp_path):
   assert run.finish() == 130, run.stderr[-3000:]
   assert 'second Ctrl-C: stopping now, without saving' in run.stderr
   assert 'interrupted at step' not in run.text
+
+
+TWO_SEEDS = 'from nin_jax import sweeps\nfrom nin_jax.configs.fashion_mnist import get_config\n\n' \
+            'def sweep():\n  return sweeps.grid(seed=(0, 1))\n'
+
+
+class TrialRunner:
+  """nin-sweep / nin-ablation in its own process group, as a terminal runs a command:
+  Ctrl-C there reaches the runner and its running trial alike."""
+
+  def __init__(self, script, workdir, args, overrides):
+    command = [sys.executable, os.path.join(REPO, 'experiments', script), f'--workdir={workdir}',
+               *args, *[f'--config.{k}={v}' for k, v in overrides.items()]]
+    env = {**os.environ, 'PYTHONPATH': REPO, 'JAX_PLATFORMS': 'cpu',
+           'XLA_FLAGS': '--xla_force_host_platform_device_count=1'}
+    self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True, env=env, cwd=REPO, start_new_session=True)
+
+  def wait_for_trial_pause(self, log, step, timeout=300):
+    """The pid of the running trial once it has stopped itself after `step` (its log says)."""
+    deadline = time.time() + timeout
+    while True:
+      assert self.proc.poll() is None, self.proc.communicate()
+      assert time.time() < deadline, 'the trial never paused'
+      children = open(f'/proc/{self.proc.pid}/task/{self.proc.pid}/children').read().split()
+      text = open(log).read() if os.path.exists(log) else ''
+      if children and f'TESTING: paused after step {step}\n' in text.split('$ ')[-1]:
+        with open(f'/proc/{children[0]}/stat') as f:
+          if f.read().rsplit(')', 1)[1].split()[0] == 'T':
+            return int(children[0])
+      time.sleep(0.05)
+
+  def ctrl_c(self, trial_pid):
+    os.killpg(self.proc.pid, signal.SIGINT)  # The terminal's Ctrl-C: the whole group.
+    os.kill(trial_pid, signal.SIGCONT)
+
+  def finish(self):
+    self.stdout, self.stderr = self.proc.communicate(timeout=300)
+    return self.proc.returncode
+
+
+RUNNER_CTRL_C_LINE = ("Ctrl-C: saving the running trial's checkpoint, then stopping (Ctrl-C "
+                      'again to stop now, without saving)')
+
+
+def test_ctrl_c_in_a_sweep_saves_the_running_trial_and_stops_with_one_line(tmp_path):
+  (tmp_path / 'two_seeds.py').write_text(TWO_SEEDS)
+  workdir = tmp_path / 'sweep'
+  trial = workdir / 'trial_000_seed=0'
+  runner = TrialRunner('sweep.py', workdir, [f'--config={tmp_path}/two_seeds.py'],
+                       {**RUN, 'testing.pause_at_steps': '(5,)'})
+  runner.ctrl_c(runner.wait_for_trial_pause(trial / 'train.log', 5))
+  assert runner.finish() == 130, runner.stderr
+  assert runner.stderr.splitlines() == [RUNNER_CTRL_C_LINE]  # No traceback.
+  assert runner.stdout.splitlines()[-1] == (
+      'interrupted: trial_000_seed=0 stopped at its last checkpoint; rerun the same command '
+      'to resume')
+  assert os.path.isdir(trial / 'checkpoints' / '6')  # It saved at the step it stopped at.
+  assert 'interrupted at step 6; rerun the same command to resume' in (trial / 'train.log').read_text()
+  assert json.loads((trial / 'status.json').read_text())['status'] == 'incomplete'
+  assert not (workdir / 'trial_001_seed=1').exists()  # The sweep stopped.
+
+
+def test_sigterm_to_a_sweep_stops_it_after_the_running_trial_saved(tmp_path):
+  (tmp_path / 'two_seeds.py').write_text(TWO_SEEDS)
+  workdir = tmp_path / 'sweep'
+  trial = workdir / 'trial_000_seed=0'
+  runner = TrialRunner('sweep.py', workdir, [f'--config={tmp_path}/two_seeds.py'],
+                       {**RUN, 'testing.pause_at_steps': '(5,)'})
+  trial_pid = runner.wait_for_trial_pause(trial / 'train.log', 5)
+  runner.proc.send_signal(signal.SIGTERM)  # To the runner alone: it passes it on.
+  os.kill(trial_pid, signal.SIGCONT)
+  assert runner.finish() == 1, runner.stderr  # Not every trial is done.
+  assert runner.stderr == ''
+  assert runner.stdout.splitlines()[-1] == (
+      'stopped (SIGTERM): trial_000_seed=0 stopped at its last checkpoint; rerun the same '
+      'command to resume')
+  assert 'stopped at step 6 (preempted)' in (trial / 'train.log').read_text()
+  assert json.loads((trial / 'status.json').read_text())['status'] == 'incomplete'
+  assert not (workdir / 'trial_001_seed=1').exists()
+
+
+def test_a_second_ctrl_c_in_the_ablation_stops_at_once(tmp_path):
+  trial = tmp_path / 'gap'
+  runner = TrialRunner('ablation_head.py', tmp_path, [],
+                       {**RUN, 'testing.pause_at_steps': '(5, 6)'})
+  runner.ctrl_c(runner.wait_for_trial_pause(trial / 'train.log', 5))
+  runner.ctrl_c(runner.wait_for_trial_pause(trial / 'train.log', 6))
+  assert runner.finish() == 130, runner.stderr
+  assert runner.stderr.splitlines() == [RUNNER_CTRL_C_LINE,
+                                        'second Ctrl-C: stopping now, without saving']
+  assert 'second Ctrl-C: stopping now, without saving' in (trial / 'train.log').read_text()
+  assert not (tmp_path / 'fc').exists()
 
 
 # --- One writer per workdir -----------------------------------------------------
@@ -440,3 +539,62 @@ def test_tensorboard_shows_each_step_once_after_a_resume(tmp_path):
   events = [e for e in scalar_events(workdir) if e[0] != 'epoch']
   assert len(events) == len(set(events)), sorted(events)
   assert sorted(step for tag, step in events if tag == 'train/loss') == [2, 4, 6, 8]
+
+
+# --- Exit statuses --------------------------------------------------------------
+
+def test_the_readme_tables_every_exit_status():
+  """One table says what each status means; the tests above and in test_bad_input.py,
+  test_sweeps.py check each (0 preempted, 1 a trial not done, 2, 3, 130)."""
+  with open(os.path.join(REPO, 'README.md')) as f:
+    section = f.read().split('**Exit statuses.**', 1)[1]
+  table = [line for line in section.split('\n\n')[1].splitlines() if line.startswith('| ')]
+  rows = {int(line.split('|')[1]): line for line in table[1:]}
+  assert sorted(rows) == [0, 1, 2, 3, 130]
+  for status, words in {0: 'preempted (SIGTERM)', 1: 'did not finish', 2: 'bad input',
+                        3: 'NaN/Inf', 130: 'Ctrl-C (SIGINT)'}.items():
+    assert words in rows[status], rows[status]
+
+
+# --- No library noise when nothing is wrong ---------------------------------------
+
+def test_predict_load_prints_nothing(trained_tiny_run):
+  code = 'import sys\nfrom nin_jax import predict\npredict.load(sys.argv[1])\n'
+  proc = subprocess.run([sys.executable, '-c', code, str(trained_tiny_run[0])],
+                        capture_output=True, text=True, timeout=300, cwd=REPO,
+                        env={**os.environ, 'PYTHONPATH': REPO, 'JAX_PLATFORMS': 'cpu'})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stderr == '' and proc.stdout == ''
+
+
+def test_the_ablation_report_probes_no_accelerator(tmp_path):
+  # Three variants' directories as the runner leaves them (the report reads
+  # their configs to count parameters); JAX_PLATFORMS unset, as a user's shell has it.
+  from nin_jax import ablation, sweeps
+  for index, (variant, overrides) in enumerate(ablation.variant_overrides().items()):
+    (tmp_path / variant).mkdir()
+    (tmp_path / variant / 'overrides.json').write_text(
+        json.dumps({'index': index, 'overrides': overrides, 'base_overrides': []}))
+    config = sweeps.apply_overrides(make_tiny_config(), overrides)
+    (tmp_path / variant / 'config.json').write_text(config.to_json())
+  env = {k: v for k, v in os.environ.items() if k != 'JAX_PLATFORMS'}
+  proc = subprocess.run(
+      [sys.executable, os.path.join(REPO, 'experiments', 'ablation_head.py'),
+       f'--workdir={tmp_path}', '--report_only'], capture_output=True, text=True,
+      timeout=300, cwd=REPO, env={**env, 'PYTHONPATH': REPO})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stderr == ''  # Not "Unable to initialize backend 'tpu'".
+  assert '| mlpconv + FC | 0/1 |  |  | 4910 | 10926 | pending |' in proc.stdout  # Counted.
+
+
+def test_a_workdir_named_in_chinese_plots_without_glyph_warnings(trained_tiny_run, tmp_path):
+  import warnings
+  from nin_jax import metrics
+  workdir = tmp_path / '实验_运行'
+  workdir.mkdir()
+  shutil.copy(trained_tiny_run[0] / 'metrics.jsonl', workdir / 'metrics.jsonl')
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter('always')
+    metrics.plot_curves(str(workdir))
+  assert [str(w.message) for w in caught] == []
+  assert (workdir / 'curves.png').stat().st_size > 10_000

@@ -159,6 +159,7 @@ def test_sweep_runs_skips_records_failures_and_reports(tmp_path):
   run = sweep_cli(config_path, workdir)
   assert run.returncode == 1, run.stdout[-3000:] + run.stderr[-3000:]
   assert '1 trial(s) failed' in run.stdout
+  assert run.stderr == ''  # No library logs; each trial's output is in its train.log.
   expected = [{'optim.learning_rate': 0.02}, {'optim.learning_rate': 0.05},
               {'optim.learning_rate': 0.1}, {'model.dropout_rate': 1.5}]
   for name, command, overrides in zip(names, commands, expected):
