@@ -2,9 +2,12 @@
 
 `<workdir>/workdir.lock` holds the holder's host, pid, start time and a
 heartbeat the holder rewrites every `HEARTBEAT_S`. A second run on the same
-workdir is refused, naming the holder. A lock whose holder is gone is taken
-over with a warning: on the same host when its process no longer exists, on
-another host (shared storage) when its heartbeat is older than `STALE_AFTER_S`.
+workdir is refused, naming the holder and how to take the lock over by hand.
+A lock whose holder is gone is taken over with a warning: when its heartbeat
+is older than `STALE_AFTER_S` (a live run refreshes it, so on any host that
+means the run is gone, or hung), and on the same host also when its process
+no longer exists. A same-host holder that is stopped (Ctrl-Z, SIGSTOP) keeps
+its lock: it would write again once continued.
 
 Creation is atomic: a local (or NFS) lock is a hard link of a complete file,
 which fails if the lock exists; a gs:// lock is an object written with the
@@ -71,10 +74,12 @@ class WorkdirLock:
       if reason is None:
         raise WorkdirLockedError(
             f'workdir {self.path.parent} is in use by another run: pid {holder["pid"]} on '
-            f'{holder["host"]}, started {holder.get("started_utc", "?")} (lock {self.path}). '
-            'Wait for it to end or stop it, or use another --workdir.')
+            f'{holder["host"]}, started {holder.get("started_utc", "?")}, '
+            f'{_heartbeat_age(holder)}{_if_stopped(holder)} (lock {self.path}). Wait for it '
+            f'to end or stop it, or use another --workdir. '
+            f'{_take_over_by_hand(self.path, holder)}')
       logging.warning('taking over the lock of %s: the run that held it (pid %s on %s, '
-                      'started %s) is gone: %s', self.path.parent, holder['pid'],
+                      'started %s) counts as gone: %s', self.path.parent, holder['pid'],
                       holder['host'], holder.get('started_utc', '?'), reason)
       if self._store.take_over(self._payload(), version):  # Only if still that holder's.
         break
@@ -84,7 +89,8 @@ class WorkdirLock:
             f'the lock {self.path} is unreadable (not JSON), last written '
             f'{age:.0f} s ago; it counts as a live run\'s until it is '
             f'{self._stale_after_s:.0f} s old. If no run uses {self.path.parent}, delete it.')
-      raise WorkdirLockedError(f'could not take the lock {self.path}: it keeps changing')
+      raise WorkdirLockedError(f'could not take the lock {self.path}: it keeps changing '
+                               f'(runs starting at once?). {_take_over_by_hand(self.path)}')
     self._thread = threading.Thread(target=self._beat, name='workdir-lock-heartbeat',
                                     daemon=True)
     self._thread.start()
@@ -116,17 +122,19 @@ class WorkdirLock:
 
   def _stale_reason(self, holder: dict) -> str | None:
     """Why the holder is gone, or None if it may still be running."""
-    if holder.get('host') == socket.gethostname():
-      pid = int(holder.get('pid', -1))
-      if not _alive(pid):
-        return f'process {pid} no longer exists'
-      started = holder.get('process_start')
-      if started is not None and _process_start(pid) not in (None, started):
-        return f'pid {pid} now belongs to another process'
-      return None
     age = time.time() - float(holder.get('heartbeat', 0))
-    if age > self._stale_after_s:
-      return f'no heartbeat for {age:.0f} s'
+    stale = age > self._stale_after_s  # A running holder refreshes every heartbeat_s.
+    if holder.get('host') != socket.gethostname():
+      return f'no heartbeat for {age:.0f} s' if stale else None
+    pid = int(holder.get('pid', -1))
+    if not _alive(pid):
+      return f'process {pid} no longer exists'
+    started = holder.get('process_start')
+    if started is not None and _process_start(pid) not in (None, started):
+      return f'pid {pid} now belongs to another process'
+    if stale and not _stopped(pid):  # A stopped holder would write again once continued.
+      return (f'no heartbeat for {age:.0f} s although pid {pid} is alive (hung, or '
+              'not the run that took the lock)')
     return None
 
 
@@ -145,7 +153,8 @@ def held(workdir: str):
     locked = multihost_utils.broadcast_one_to_all(np.int32(error is None))
     if not locked and error is None:
       error = WorkdirLockedError(f'workdir {workdir} is in use by another run '
-                                 '(process 0 names it)')
+                                 '(process 0 names it). '
+                                 + _take_over_by_hand(epath.Path(workdir) / LOCK_FILE))
   if error is not None:
     raise error
   try:
@@ -153,6 +162,35 @@ def held(workdir: str):
   finally:
     if lock is not None:
       lock.release()
+
+
+def _heartbeat_age(holder: dict) -> str:
+  if 'heartbeat' not in holder:
+    return 'no heartbeat recorded'
+  return f'last heartbeat {time.time() - float(holder["heartbeat"]):.0f} s ago'
+
+
+def _take_over_by_hand(path, holder: dict | None = None) -> str:
+  """How to take the lock over safely by hand: the holder must be gone first."""
+  who = (f'pid {holder["pid"]} on {holder["host"]} has ended (e.g. `ps -p {holder["pid"]}` '
+         f'there)' if holder else 'no run uses the workdir')
+  return (f'To take the lock over by hand, make sure {who}, then delete {path} and rerun; '
+          f'a lock whose heartbeat is over {STALE_AFTER_S:.0f} s old is taken over by itself.')
+
+
+def _if_stopped(holder: dict) -> str:
+  if holder.get('host') != socket.gethostname() or not _stopped(int(holder.get('pid', -1))):
+    return ''
+  return f', stopped (Ctrl-Z? `kill -CONT {holder["pid"]}` continues it)'
+
+
+def _stopped(pid: int) -> bool:
+  """Whether the process is stopped (state T, e.g. Ctrl-Z), not merely idle."""
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      return f.read().rsplit(')', 1)[1].split()[0] in ('T', 't')
+  except (OSError, IndexError):
+    return False
 
 
 def _alive(pid: int) -> bool:

@@ -10,6 +10,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -455,6 +456,23 @@ def test_a_second_run_on_a_workdir_is_refused_and_a_dead_runs_lock_is_taken_over
   assert 'taking over the lock' in third.stderr
   assert f'process {first.proc.pid} no longer exists' in third.stderr
   assert not (workdir / 'workdir.lock').exists()  # Released at the end.
+
+
+def test_a_lock_whose_heartbeat_stopped_is_taken_over_though_its_pid_lives(tmp_path):
+  # The issue's case: a lock naming pid 1 (alive, with its real start time) whose
+  # heartbeat is 80 minutes old. A live run refreshes it every 30 s.
+  from nin_jax import workdir_lock
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  (workdir / 'workdir.lock').write_text(json.dumps({
+      'host': socket.gethostname(), 'pid': 1, 'process_start': workdir_lock._process_start(1),
+      'started_utc': '2026-01-01 00:00:00 UTC', 'heartbeat': time.time() - 80 * 60,
+      'token': 'theirs'}))
+  proc = run_cli('fashion_mnist.py', workdir, {**RUN, 'max_steps': 4})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'taking over the lock' in proc.stderr
+  assert re.search(r'no heartbeat for 48\d\d s although pid 1 is alive', proc.stderr)
+  assert not (workdir / 'workdir.lock').exists()
 
 
 # --- Config changes on resume -----------------------------------------------------

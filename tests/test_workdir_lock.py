@@ -3,6 +3,9 @@ cases run the real command line in tests/test_reliability.py)."""
 
 import json
 import os
+import signal
+import socket
+import subprocess
 import time
 
 import pytest
@@ -70,3 +73,46 @@ def test_an_unreadable_lock_is_refused_while_fresh_and_removed_once_stale(tmp_pa
   assert json.loads(lock_file.read_text())['pid'] == os.getpid()
   assert any('removing the unreadable lock' in r.getMessage() for r in caplog.records)
   lock.release()
+
+
+def test_every_refusal_says_how_to_take_the_lock_over_by_hand(tmp_path):
+  write_lock(tmp_path, heartbeat=time.time() - 10)
+  with pytest.raises(workdir_lock.WorkdirLockedError) as error:
+    workdir_lock.WorkdirLock(str(tmp_path)).acquire()
+  assert str(error.value).endswith(
+      'To take the lock over by hand, make sure pid 4242 on other-host has ended (e.g. '
+      f'`ps -p 4242` there), then delete {tmp_path / workdir_lock.LOCK_FILE} and rerun; a '
+      'lock whose heartbeat is over 300 s old is taken over by itself.')
+  assert 'last heartbeat 10 s ago' in str(error.value)
+
+
+def test_a_same_host_lock_with_a_live_pid_and_an_old_heartbeat_is_taken_over(tmp_path, caplog):
+  # A live run refreshes its heartbeat; pid 1 (init) never does.
+  write_lock(tmp_path, host=socket.gethostname(), pid=1,
+             process_start=workdir_lock._process_start(1),
+             heartbeat=time.time() - 2 * workdir_lock.STALE_AFTER_S)
+  lock = workdir_lock.WorkdirLock(str(tmp_path))
+  lock.acquire()
+  assert json.loads((tmp_path / workdir_lock.LOCK_FILE).read_text())['pid'] == os.getpid()
+  assert any('although pid 1 is alive' in r.getMessage() for r in caplog.records)
+  lock.release()
+
+
+def test_a_stopped_holder_keeps_its_lock_and_the_refusal_says_so(tmp_path):
+  # Ctrl-Z pauses the heartbeat too; the run would write again once continued.
+  holder = subprocess.Popen(['sleep', '60'])
+  try:
+    os.kill(holder.pid, signal.SIGSTOP)
+    deadline = time.time() + 10
+    while not workdir_lock._stopped(holder.pid):
+      assert time.time() < deadline
+      time.sleep(0.01)
+    write_lock(tmp_path, host=socket.gethostname(), pid=holder.pid,
+               process_start=workdir_lock._process_start(holder.pid),
+               heartbeat=time.time() - 2 * workdir_lock.STALE_AFTER_S)
+    with pytest.raises(workdir_lock.WorkdirLockedError) as error:
+      workdir_lock.WorkdirLock(str(tmp_path)).acquire()
+    assert f'stopped (Ctrl-Z? `kill -CONT {holder.pid}` continues it)' in str(error.value)
+  finally:
+    holder.kill()
+    holder.wait()
