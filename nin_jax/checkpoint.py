@@ -51,11 +51,17 @@ class _CheckpointManager(ocp.CheckpointManager):
 
 
 class Checkpointer:
-  """Saves and restores one pytree (the train state) under workdir/checkpoints."""
+  """Saves and restores one pytree (the train state) under workdir/checkpoints.
 
-  def __init__(self, workdir, *, keep: int = 3):
+  `metadata` (a JSON-able dict, e.g. the run's config) is saved with every
+  checkpoint and read back with `saved_metadata(step)`: a record of what made
+  the checkpoint that no other file in the workdir can contradict.
+  """
+
+  def __init__(self, workdir, *, keep: int = 3, metadata: dict | None = None):
     self.directory = storage.workdir_path(workdir) / 'checkpoints'
     self._keep = keep
+    self._metadata = dict(metadata or {})
     if jax.process_count() > 1:
       _use_coordinator_barriers()
     if storage.is_dangling_link(self.directory):
@@ -73,7 +79,11 @@ class Checkpointer:
   def _open(self) -> ocp.CheckpointManager:
     self._remove_unfinished_saves()
     options = ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True)
-    return _CheckpointManager(self.directory, options=options)
+    # Naming the item's handler up front lets `metadata(step)` read a checkpoint
+    # this manager did not save; without it Orbax warns, on every resume, that
+    # the item "could not be restored".
+    return _CheckpointManager(self.directory, options=options,
+                              item_handlers=ocp.StandardCheckpointHandler())
 
   def _remove_unfinished_saves(self) -> None:
     """Deletes the `<step>.orbax-checkpoint-tmp*` dirs of saves cut short by a crash.
@@ -99,7 +109,12 @@ class Checkpointer:
     # The fingerprint lets restore notice data that reads back but is wrong
     # (tensorstore keeps no checksums: a flipped byte loads silently).
     return self._manager.save(step, args=ocp.args.StandardSave(state), force=force,
-                              custom_metadata={'fingerprint': fingerprint(state)})
+                              custom_metadata={**self._metadata,
+                                               'fingerprint': fingerprint(state)})
+
+  def saved_metadata(self, step: int) -> dict:
+    """The custom metadata saved with checkpoint `step` ({} if it has none)."""
+    return dict(self._manager.metadata(step).custom_metadata or {})
 
   def wait(self) -> None:
     """Blocks until every save started so far is on disk."""
@@ -176,7 +191,7 @@ class Checkpointer:
     try:
       state = self._reader().restore(self.directory / str(step) / 'default',
                                      args=ocp.args.StandardRestore(abstract_state))
-      expected = (self._manager.metadata(step).custom_metadata or {}).get('fingerprint')
+      expected = self.saved_metadata(step).get('fingerprint')
       if expected is not None and expected != fingerprint(state):
         raise CheckpointError('its arrays differ from what was saved (fingerprint mismatch)')
       return state, None

@@ -1,11 +1,16 @@
 """A run's configs over its launches: what each launch changed, and what it may not.
 
+Every checkpoint carries the config that made it (Orbax custom metadata,
+`checkpoint_metadata`): that is what a resume is compared with, so deleting
+or editing a file in the workdir cannot make a change pass unseen.
 `config.json` in the workdir is the config of the newest launch;
 `launches.jsonl` keeps one record per launch (the step it started at, its
-total steps, what it changed and its whole config), so no launch overwrites
-the record of the steps an earlier one trained. Which fields may change on
-resume is `config.RESUME_SAFE_FIELDS`; any other change is refused unless the
-user accepts it (--allow_config_change).
+schedule's total steps, what it changed and its whole config), so no launch
+overwrites the record of the steps an earlier one trained. A line of it that
+is not a record (cut short, edited by hand) is reported by line number and,
+at the next launch, moved to `launches.jsonl.damaged` beside it. Which fields
+may change on resume is `config.RESUME_SAFE_FIELDS`; any other change is
+refused unless the user accepts it (--allow_config_change).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import time
 from typing import Any
 
 import ml_collections
+from absl import logging
 from etils import epath
 
 from nin_jax import checkpoint as checkpoint_lib
@@ -25,6 +31,8 @@ from nin_jax import metrics, optim, provenance, storage
 
 CONFIG_FILE = 'config.json'
 LAUNCHES_FILE = 'launches.jsonl'
+DAMAGED_LINES_FILE = LAUNCHES_FILE + '.damaged'
+CHECKPOINT_KEY = 'config'  # The config's key in each checkpoint's metadata.
 
 
 class ConfigChangeError(ValueError):
@@ -77,25 +85,71 @@ def saved_config(workdir: str) -> dict | None:
 
 
 def launches(workdir: str) -> list[dict]:
+  """The intact records of launches.jsonl, oldest first."""
+  return read_launches(workdir)[0]
+
+
+def read_launches(workdir: str) -> tuple[list[dict], list[tuple[int, str]]]:
+  """(intact records, (line number, text) of every damaged line) of launches.jsonl."""
   path = epath.Path(workdir) / LAUNCHES_FILE
-  if not path.exists():
-    return []
-  records = []
-  for line in path.read_text().splitlines():
+  return _parse_launches(path.read_text()) if path.exists() else ([], [])
+
+
+def _parse_launches(text: str) -> tuple[list[dict], list[tuple[int, str]]]:
+  records, damaged = [], []
+  for number, line in enumerate(text.splitlines(), 1):
+    if not line.strip():
+      continue
     try:
-      records.append(json.loads(line))
-    except ValueError:  # A line cut short by a crash.
-      pass
-  return records
+      record = json.loads(line)
+    except ValueError:
+      record = None
+    if isinstance(record, dict):
+      records.append(record)
+    else:  # Cut short (a crash, an interrupted copy) or edited by hand.
+      damaged.append((number, line))
+  return records, damaged
 
 
-def mismatch_error(error: checkpoint_lib.CheckpointMismatch, workdir: str,
-                   config: ml_collections.ConfigDict) -> checkpoint_lib.CheckpointError:
+def damage_report(workdir: str, damaged: list[tuple[int, str]]) -> str:
+  """'<workdir>/launches.jsonl line 3 is damaged (not a JSON record: '{"st…')'."""
+  path = epath.Path(workdir) / LAUNCHES_FILE
+  if len(damaged) == 1:
+    number, text = damaged[0]
+    shown = text if len(text) <= 40 else text[:40] + '…'
+    return f'{path} line {number} is damaged (not a JSON record: {shown!r})'
+  return (f'{path} lines {", ".join(str(n) for n, _ in damaged)} are damaged '
+          '(not JSON records)')
+
+
+def checkpoint_metadata(config: ml_collections.ConfigDict) -> dict:
+  """What every checkpoint of this run carries: the config that made it."""
+  return {CHECKPOINT_KEY: as_dict(config)}
+
+
+def checkpoint_config(checkpointer: checkpoint_lib.Checkpointer, workdir: str,
+                      step: int) -> dict | None:
+  """The config that made checkpoint `step`, or None if nothing says.
+
+  The one saved with the checkpoint; for a checkpoint from before configs were
+  saved with them, the launch record that made it, else config.json.
+  """
+  try:
+    saved = checkpointer.saved_metadata(step).get(CHECKPOINT_KEY)
+  except Exception:  # Unreadable metadata: the restore judges damage, not this.
+    saved = None
+  if saved is not None:
+    return saved
+  made_it = [r for r in launches(workdir) if 'config' in r and r.get('start_step', 0) < step]
+  return made_it[-1]['config'] if made_it else saved_config(workdir)
+
+
+def mismatch_error(error: checkpoint_lib.CheckpointMismatch, config: ml_collections.ConfigDict,
+                   made_by: dict | None) -> checkpoint_lib.CheckpointError:
   """The mismatch, said in terms of the config fields that changed."""
-  saved = saved_config(workdir)
-  diff = changes(saved, as_dict(config)) if saved is not None else []
+  diff = changes(made_by, as_dict(config)) if made_by is not None else []
   cause = (f'changed since the checkpoint: {describe(diff)}' if diff else
-           f'{CONFIG_FILE} in the workdir does not say what changed; '
+           'no record says which config made it; '
            f'differences: {"; ".join(error.differences[:3])}')
   return checkpoint_lib.CheckpointError(
       f'checkpoint at step {error.step} in {error.directory} does not fit this config, '
@@ -103,11 +157,18 @@ def mismatch_error(error: checkpoint_lib.CheckpointMismatch, workdir: str,
       'checkpoints are left as they are.')
 
 
-def check_resume(workdir: str, config: ml_collections.ConfigDict, step: int,
+def check_resume(checkpointer: checkpoint_lib.Checkpointer, workdir: str,
+                 config: ml_collections.ConfigDict, step: int,
                  allow_change: bool) -> list[tuple[str, Any, Any]]:
-  """The changes since the last launch; raises if one changes what a step means."""
-  saved = saved_config(workdir)
-  diff = changes(saved, as_dict(config)) if saved is not None else []
+  """The changes since checkpoint `step`'s config; raises if one changes what a step means."""
+  made_by = checkpoint_config(checkpointer, workdir, step)
+  if made_by is None and not allow_change:
+    raise ConfigChangeError(
+        f'resuming {workdir} at step {step}, but no record says which config made that '
+        f'checkpoint (none saved with it, no {LAUNCHES_FILE}, no {CONFIG_FILE}). Rerun '
+        'with --allow_config_change to accept this config as the run\'s, or use a new '
+        '--workdir.')
+  diff = changes(made_by, as_dict(config)) if made_by is not None else []
   unsafe = [c for c in diff if not config_lib.resume_safe(c[0])]
   if unsafe and not allow_change:
     raise ConfigChangeError(
@@ -122,8 +183,8 @@ def record_launch(workdir: str, config: ml_collections.ConfigDict, *, start_step
   """Appends this launch to launches.jsonl and makes its config config.json."""
   root = epath.Path(workdir)
   history = root / LAUNCHES_FILE
-  text = history.read_text() if history.exists() else ''
-  if not text and (saved := saved_config(workdir)) is not None:
+  text = _without_damaged_lines(workdir, history.read_text()) if history.exists() else ''
+  if not history.exists() and (saved := saved_config(workdir)) is not None:
     # A workdir from before launch histories: keep what its config.json says.
     text = json.dumps({'start_step': 0, 'config': saved,
                        'note': 'recorded before launches.jsonl existed'}) + '\n'
@@ -135,6 +196,21 @@ def record_launch(workdir: str, config: ml_collections.ConfigDict, *, start_step
     text += '\n'
   _write_atomically(history, text + json.dumps(record) + '\n')
   _write_atomically(root / CONFIG_FILE, config.to_json_best_effort(indent=2))
+
+
+def _without_damaged_lines(workdir: str, text: str) -> str:
+  """`text` less its damaged lines, which are appended to launches.jsonl.damaged."""
+  records, damaged = _parse_launches(text)
+  if not damaged:
+    return text
+  aside = epath.Path(workdir) / DAMAGED_LINES_FILE
+  kept = aside.read_text() if aside.exists() else ''
+  _write_atomically(aside, kept + ''.join(line + '\n' for _, line in damaged))
+  logging.warning('%s; moved to %s, the %d intact record(s) kept',
+                  damage_report(workdir, damaged), aside, len(records))
+  numbers = {n for n, _ in damaged}
+  return ''.join(line + '\n' for n, line in enumerate(text.splitlines(), 1)
+                 if n not in numbers)
 
 
 def schedule_change(workdir: str, config: ml_collections.ConfigDict, *, step: int,
@@ -158,15 +234,16 @@ def _write_atomically(path: epath.Path, text: str) -> None:
   storage.write_atomic(path, text)
 
 
-def launch_times(workdir: str) -> list[dict]:
+def launch_times(workdir: str, records: list[dict] | None = None) -> list[dict]:
   """Each launch: the steps it trained and its wall time.
 
   A launch runs from its start to its last record in metrics.jsonl, so its
   time includes set-up, compilation, evaluation and checkpoints. Progress that
   a crash lost (records past the checkpoint resumed from are dropped) is not
-  counted, nor the time after a launch's last record.
+  counted, nor the time after a launch's last record. `records`: the launches
+  if already read.
   """
-  timed = [r for r in launches(workdir) if 'time' in r]
+  timed = [r for r in (launches(workdir) if records is None else records) if 'time' in r]
   path = epath.Path(workdir) / metrics.METRICS_FILE
   records = sorted((r['time'], r['step']) for r in metrics.read_metrics(path)
                    if 'time' in r) if path.exists() else []
@@ -201,11 +278,23 @@ def main(argv: list[str]) -> int:
     print('usage: python -m nin_jax.run_history WORKDIR', file=sys.stderr)
     return 2
   workdir = str(storage.workdir_path(argv[1]))
-  times = launch_times(workdir)
+  records, damaged = read_launches(workdir)
+  times = launch_times(workdir, records)
+  if not times and damaged:
+    print(f'error: {damage_report(workdir, damaged)}; it holds no intact launch record',
+          file=sys.stderr)
+    return 2
   if not times:
     print(f'error: {workdir} has no {LAUNCHES_FILE}: not a training workdir, or from '
           'before launch records', file=sys.stderr)
     return 2
+  if damaged:
+    print(f'warning: {damage_report(workdir, damaged)}; the launches listed are the '
+          'intact records', file=sys.stderr)
+  aside = epath.Path(workdir) / DAMAGED_LINES_FILE
+  if aside.exists():
+    print(f'warning: {aside} keeps {len(aside.read_text().splitlines())} damaged line(s) '
+          f'set aside from {LAUNCHES_FILE}; their launches are not listed', file=sys.stderr)
   print(f'{"launch":>6}  {"host":<12} {"started (UTC)":<19}  {"steps":<15} {"wall":>10}  changed')
   for i, t in enumerate(times, 1):
     started = time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(t['started']))

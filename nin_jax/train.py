@@ -138,19 +138,21 @@ def _train_and_evaluate(config, workdir: str, profile_steps, allow_config_change
   state, task = steps.create_train_state(config, data.num_classes, data.image_shape,
                                          steps_per_epoch, total_steps,
                                          sharding=dp.replicated)
-  checkpointer = checkpoint_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
+  checkpointer = checkpoint_lib.Checkpointer(
+      workdir, keep=config.keep_checkpoints, metadata=run_history.checkpoint_metadata(config))
   abstract = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
   try:
     restored = checkpointer.restore_latest(abstract)
   except checkpoint_lib.CheckpointMismatch as e:
+    made_by = run_history.checkpoint_config(checkpointer, workdir, e.step)
     checkpointer.close()
-    raise run_history.mismatch_error(e, workdir, config) from None
+    raise run_history.mismatch_error(e, config, made_by) from None
   if restored is not None:
     state = restored
   start_step = int(state.step)
-  config_changes = run_history.check_resume(workdir, config, start_step, allow_config_change
-                                            ) if start_step else []
+  config_changes = run_history.check_resume(
+      checkpointer, workdir, config, start_step, allow_config_change) if start_step else []
   schedule_note = run_history.schedule_change(
       workdir, config, step=start_step, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
   if jax.process_index() == 0:

@@ -536,6 +536,69 @@ def test_a_longer_schedule_resumes_and_says_what_the_learning_rate_does(
           '0.05 → 0.0125') in proc.stdout
 
 
+def test_deleting_the_config_files_does_not_disarm_the_resume_check(two_checkpoints, tmp_path):
+  # The issue's case: config.json removed, then a resume with another batch size.
+  # The checkpoint itself carries the config that made it.
+  source, _ = two_checkpoints
+  workdir = tmp_path / 'run'
+  shutil.copytree(source, workdir)
+  (workdir / 'config.json').unlink()
+  history = (workdir / 'launches.jsonl').read_text()
+  inference = (workdir / 'inference' / 'config.json').read_text()
+  changed = {**TINY, 'optim.batch_size': 32, 'num_epochs': 3.0}
+  proc = run_cli('fashion_mnist.py', workdir, changed)
+  assert proc.returncode == 2, proc.stdout[-3000:]
+  assert proc.stderr.strip().splitlines()[-1] == (
+      f'error: resuming {workdir} at step 8 with a config that changes what a step means: '
+      'optim.batch_size: 64 (before) → 32 (now). Rerun with the original config, use a new '
+      '--workdir, or pass --allow_config_change to accept the change.')
+  assert (workdir / 'launches.jsonl').read_text() == history  # Nothing recorded...
+  assert (workdir / 'inference' / 'config.json').read_text() == inference  # ...or overwritten.
+  (workdir / 'launches.jsonl').unlink()  # Neither record left: still refused.
+  proc = run_cli('fashion_mnist.py', workdir, changed)
+  assert proc.returncode == 2 and 'optim.batch_size: 64 (before) → 32 (now)' in proc.stderr
+
+
+def test_a_damaged_launch_record_is_reported_by_line_and_kept_beside_the_history(
+    two_checkpoints, tmp_path, caplog):
+  source, _ = two_checkpoints
+  workdir = tmp_path / 'run'
+  shutil.copytree(source, workdir)
+  history = workdir / 'launches.jsonl'
+  intact = history.read_text()
+  cut = intact[:70]  # A second record cut short (a crash, an interrupted copy).
+  history.write_text(intact + cut)
+  listing = subprocess.run([sys.executable, '-m', 'nin_jax.run_history', str(workdir)],
+                           capture_output=True, text=True, env={**os.environ, 'PYTHONPATH': REPO})
+  assert listing.returncode == 0, listing.stderr
+  assert listing.stderr.startswith(f'warning: {history} line 2 is damaged (not a JSON record: ')
+  assert len(listing.stdout.splitlines()) == 3  # Header, the intact launch, the total.
+
+  result = train.train_and_evaluate(tiny(max_steps=8), str(workdir))  # A resume (report only).
+  assert result['step'] == 8
+  assert any(f'{history} line 2 is damaged' in r.getMessage() and 'launches.jsonl.damaged'
+             in r.getMessage() for r in caplog.records if r.levelname == 'WARNING')
+  assert (workdir / 'launches.jsonl.damaged').read_text() == cut + '\n'  # Kept verbatim.
+  records = read_jsonl(history)
+  assert json.dumps(records[0]) + '\n' == intact and [r['start_step'] for r in records] == [0, 8]
+
+  history.write_text(cut)  # Nothing intact: said so, naming the line.
+  listing = subprocess.run([sys.executable, '-m', 'nin_jax.run_history', str(workdir)],
+                           capture_output=True, text=True, env={**os.environ, 'PYTHONPATH': REPO})
+  assert listing.returncode == 2
+  assert listing.stderr.startswith(f'error: {history} line 1 is damaged (not a JSON record: ')
+
+
+def test_a_successful_resume_prints_no_orbax_warnings(two_checkpoints, tmp_path):
+  source, _ = two_checkpoints
+  workdir = tmp_path / 'run'
+  shutil.copytree(source, workdir)
+  proc = run_cli('fashion_mnist.py', workdir, {**TINY, 'max_steps': 12})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'resuming at step 8 of 12' in proc.stdout
+  assert 'could not be restored' not in proc.stderr, proc.stderr[-3000:]
+
+
 # --- TensorBoard on resume --------------------------------------------------------
 
 def scalar_events(workdir):
