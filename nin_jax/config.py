@@ -91,7 +91,9 @@ def base_config() -> ml_collections.ConfigDict:
       label_smoothing=0.0,      # 0 = plain cross-entropy
   ))
   c.num_epochs = 260.0          # training length (fractions allowed)
-  c.max_steps = 0               # >0: stop after this many steps (smoke runs)
+  # >0: stop at this step (smoke runs, a first look). The schedule still spans
+  # num_epochs, so the run is a prefix of the full one and resumes into it.
+  c.max_steps = 0
   # Train steps per compiled call (lax.scan): 0 = auto (32 on an accelerator
   # with the data on device, else 1). Log/eval/checkpoint steps stay exact.
   c.steps_per_dispatch = 0
@@ -119,17 +121,18 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 # Fields a run may change when it resumes from a checkpoint: they change how
-# long it trains, the learning rate from here on, or what it logs and keeps,
-# never what one step is (batch, data, order, model). Every other field is
-# fixed by the run's first launch; changing it needs --allow_config_change.
-# A new field belongs here only if that holds for it.
+# long it trains, the learning rate from here on, what it logs and keeps, or
+# how a step is executed, never what one step is (batch, data, order, model).
+# Every other field is fixed by the run's first launch; changing it needs
+# --allow_config_change. A new field belongs here only if that holds for it.
+# This is the one list: the resume check (nin_jax/run_history.py) reads it.
 RESUME_SAFE_FIELDS = (
     'num_epochs', 'max_steps', 'eval_batch_size', 'eval_every_epochs',
     'log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints', 'write_plots',
     'testing.*',
     'dataset.data_dir', 'dataset.idx_dir', 'dataset.cache_dir', 'dataset.test_subset',
-    'dataset.workers',
-    'dataset.on_device', 'model.conv_impl',
+    # Execution only: the same steps up to float32 rounding (tests/test_dispatch.py).
+    'steps_per_dispatch', 'dataset.on_device', 'dataset.workers', 'model.conv_impl',
     'optim.learning_rate', 'optim.schedule', 'optim.decay_epochs', 'optim.decay_factor',
     'optim.warmup_epochs', 'optim.momentum', 'optim.nesterov', 'optim.weight_decay',
     'optim.bias_lr_mult', 'optim.last_layer_lr_mult', 'optim.last_layer_bias_lr_mult',

@@ -130,9 +130,10 @@ def _train_and_evaluate(config, workdir: str, profile_steps, allow_config_change
     raise ValueError(f'config.optim.batch_size={config.optim.batch_size} is larger '
                      f'than the {num_train} training images')
   steps_per_epoch = input_pipeline.steps_per_epoch(num_train, config.optim.batch_size)
+  # The schedule spans num_epochs; max_steps only stops the run early, so a
+  # max_steps run is a prefix of the full one (and resumes into it).
   total_steps = int(round(config.num_epochs * steps_per_epoch))
-  if config.max_steps:
-    total_steps = min(total_steps, config.max_steps)
+  end_step = min(total_steps, config.max_steps) if config.max_steps else total_steps
   eval_every = max(1, int(round(config.eval_every_epochs * steps_per_epoch)))
 
   state, task = steps.create_train_state(config, data.num_classes, data.image_shape,
@@ -167,12 +168,14 @@ def _train_and_evaluate(config, workdir: str, profile_steps, allow_config_change
       writer.write_hparams(config, trial_id=workdir.name)
     predict.write_inference_files(workdir, config, data.preprocessing, predict.class_names(
         config.dataset.name, data.num_classes))
+  early = (f'; max_steps stops the {total_steps}-step schedule there'
+           if end_step < total_steps else '')
   metrics.console(
       f'{config.model.preset} on {config.dataset.name}: {sum(x.size for x in jax.tree.leaves(state.params)):,} params, '
       f'{dp.num_devices} {jax.default_backend()} device(s) in {jax.process_count()} '
       f'process(es), global batch {config.optim.batch_size}, '
       f'{"resuming at" if start_step else "starting at"} step {start_step} of '
-      f'{total_steps} ({steps_per_epoch} per epoch); workdir {workdir}')
+      f'{end_step} ({steps_per_epoch} per epoch{early}); workdir {workdir}')
   if config_changes:
     metrics.console('config changed on resume: ' + run_history.describe(
         config_changes, 'before', 'now'))
@@ -206,7 +209,7 @@ def _train_and_evaluate(config, workdir: str, profile_steps, allow_config_change
       result.update(evaluate_split(state, data.validation_batches(eval_batch), 'val'))
     return result
 
-  progress = metrics.Progress(total_steps, steps_per_epoch, config.optim.batch_size,
+  progress = metrics.Progress(end_step, steps_per_epoch, config.optim.batch_size,
                               start_step)
   # Made on device: a host value would be equality-checked across hosts at every log.
   zero_sums = jax.jit(steps.zero_train_sums, out_shardings=rep)
@@ -237,10 +240,10 @@ def _train_and_evaluate(config, workdir: str, profile_steps, allow_config_change
   chunk_stops = pause_steps | (set(range(profile_steps[0], profile_steps[1] + 1))
                                if profile_steps else set())
   with Preemption() as preemption, writer:  # Leaving it flushes the writes, error or not.
-    while step < total_steps:
+    while step < end_step:
       # Up to per_dispatch steps in one call, ending exactly at the next
       # log/eval/checkpoint step.
-      n = dispatch.next_chunk(step, per_dispatch, total_steps, boundaries, chunk_stops)
+      n = dispatch.next_chunk(step, per_dispatch, end_step, boundaries, chunk_stops)
       with profiler.step(step):
         if n == 1:
           state, sums = p_train_step(state, sums, dp.to_global(next(batches)), device_data)
@@ -249,7 +252,7 @@ def _train_and_evaluate(config, workdir: str, profile_steps, allow_config_change
           state, sums = p_train_steps(state, sums, chunk, device_data)
         profiler.wait(sums)
       step += n
-      is_last = step == total_steps
+      is_last = step == end_step
       # A stop request is honoured at the chunk's end. Every step is reported:
       # JAX's multi-process sync point may fall on any of them.
       stop = any([preemption.should_stop(s) for s in range(step - n + 1, step + 1)])
@@ -300,18 +303,18 @@ def _train_and_evaluate(config, workdir: str, profile_steps, allow_config_change
   profiler.close()  # The run ended before step B.
   dp.assert_replicas_agree(state)  # Multi-process: every host ends with the same model.
   checkpointer.close()
-  if step == total_steps and not last_eval:  # Resumed after the end: report only.
+  if step == end_step and not last_eval:  # Resumed after the end: report only.
     last_eval = evaluate(state)
-  if step == total_steps and jax.process_index() == 0 and config.write_plots:
+  if step == end_step and jax.process_index() == 0 and config.write_plots:
     writer.submit(metrics.plot_curves, workdir)  # After the records it plots.
   writer.close()
-  if step == total_steps and jax.process_index() == 0:
+  if step == end_step and jax.process_index() == 0:
     storage.write_atomic(workdir / 'final_metrics.json', json.dumps(
         {'step': step, **{k: float(v) for k, v in last_eval.items()}}, indent=2))
     params, rest = jax.tree.map(lambda x: x.addressable_data(0),
                                 (state.params, state.batch_stats))
     predict.export(workdir, nnx.merge(task.graphdef, params, rest))
-  return {'step': step, 'preempted': step < total_steps, 'signal': preemption.signal,
+  return {'step': step, 'preempted': step < end_step, 'signal': preemption.signal,
           **{k: float(v) for k, v in last_eval.items()}}
 
 

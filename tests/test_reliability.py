@@ -528,12 +528,14 @@ def test_a_longer_schedule_resumes_and_says_what_the_learning_rate_does(
   workdir = tmp_path / 'run'
   shutil.copytree(source, workdir)
   proc = run_cli('fashion_mnist.py', workdir,
-                 {**TINY, 'max_steps': 12, 'optim.schedule': 'cosine'})
+                 {**TINY, 'num_epochs': 3.0, 'max_steps': 12, 'optim.schedule': 'cosine'})
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert 'resuming at step 8 of 12' in proc.stdout
-  # Constant 0.05 before; cosine over 12 steps is at 0.05·(1 + cos(2π/3))/2 at step 8.
-  assert ('schedule changed on resume: 8 → 12 total steps; learning rate at step 8: '
-          '0.05 → 0.0125') in proc.stdout
+  assert ('resuming at step 8 of 12 (8 per epoch; max_steps stops the 24-step schedule '
+          'there)') in proc.stdout
+  # Constant 0.05 over 2 epochs before; cosine over 3 epochs (24 steps) is at
+  # 0.05·(1 + cos(π/3))/2 at step 8, whatever max_steps says.
+  assert ('schedule changed on resume: 16 → 24 total steps; learning rate at step 8: '
+          '0.05 → 0.0375') in proc.stdout
 
 
 def test_deleting_the_config_files_does_not_disarm_the_resume_check(two_checkpoints, tmp_path):
@@ -597,6 +599,40 @@ def test_a_successful_resume_prints_no_orbax_warnings(two_checkpoints, tmp_path)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'resuming at step 8 of 12' in proc.stdout
   assert 'could not be restored' not in proc.stderr, proc.stderr[-3000:]
+
+
+# --- What a resume may change, and max_steps ----------------------------------------
+
+def test_a_resume_may_change_how_steps_are_executed(tmp_path):
+  # steps_per_dispatch and dataset.on_device are execution only: the resumed
+  # run matches a straight single-step run within tests/test_dispatch.py's bound.
+  base = {'augment.translate': 2, 'model.dropout_rate': 0.3, 'model.batch_norm': False}
+  straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
+  train.train_and_evaluate(tiny(**base, max_steps=12, steps_per_dispatch=1), str(straight))
+  train.train_and_evaluate(tiny(**base, max_steps=6, steps_per_dispatch=1), str(resumed))
+  result = train.train_and_evaluate(
+      tiny(**base, max_steps=12, steps_per_dispatch=4, **{'dataset.on_device': True}),
+      str(resumed))
+  assert result['step'] == 12
+  assert read_jsonl(resumed / 'launches.jsonl')[1]['changed'] == {
+      'dataset.on_device': [None, True], 'max_steps': [6, 12], 'steps_per_dispatch': [1, 4]}
+  a = checkpoint.load_for_inspection(str(straight), 12)['params']
+  b = checkpoint.load_for_inspection(str(resumed), 12)['params']
+  assert max(float(np.max(np.abs(x - y))) for x, y in zip(leaves(a), leaves(b))) < 1e-6
+
+
+def test_max_steps_stops_the_run_early_on_the_full_runs_schedule(tmp_path):
+  # A max_steps run is a prefix of the full run: the learning rate still
+  # decays over num_epochs (cosine: it moves at every step).
+  full, early = tmp_path / 'full', tmp_path / 'early'
+  train.train_and_evaluate(tiny(**{'optim.schedule': 'cosine'}), str(full))
+  result = train.train_and_evaluate(tiny(max_steps=8, **{'optim.schedule': 'cosine'}),
+                                    str(early))
+  assert result['step'] == 8 and not result['preempted']
+  assert read_jsonl(early / 'launches.jsonl')[0]['total_steps'] == 16
+  for x, y in zip(leaves(checkpoint.load_for_inspection(str(full), 8)),
+                  leaves(checkpoint.load_for_inspection(str(early), 8)), strict=True):
+    np.testing.assert_array_equal(x, y)
 
 
 # --- TensorBoard on resume --------------------------------------------------------
