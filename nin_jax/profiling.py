@@ -35,13 +35,26 @@ def parse_steps(text: str) -> tuple[int, int] | None:
   return start, stop
 
 
+def check_range(steps: tuple[int, int] | None, num_steps: int) -> None:
+  """A range past the run's last step is a ValueError, said before anything runs."""
+  if steps is not None and steps[1] > num_steps:
+    raise ValueError(f'--profile_steps={steps[0]}:{steps[1]}: the run has {num_steps} steps '
+                     f'(0 to {num_steps - 1}); choose A:B with B <= {num_steps}')
+
+
 class StepProfiler:
-  """Starts a trace before step A, stops it after step B-1 (or at close())."""
+  """Starts a trace before step A, stops it after step B-1 (or at close()).
+
+  close() says which steps the trace holds: fewer than asked when the run
+  resumed past A or stopped before B, none when it ran none of them.
+  """
 
   def __init__(self, logdir, steps: tuple[int, int] | None, *, name: str = 'train'):
     self.logdir = epath.Path(logdir)
     self.steps, self.name = steps, name
     self.active = False
+    self.traced = None  # (first, last) step traced so far.
+    self._reported = False
 
   @contextlib.contextmanager
   def step(self, step: int):
@@ -55,6 +68,7 @@ class StepProfiler:
       self.active = True
     with jax.profiler.StepTraceAnnotation(self.name, step_num=step):
       yield
+    self.traced = (step if self.traced is None else self.traced[0], step)
     if step == self.steps[1] - 1:
       self.close()
 
@@ -66,9 +80,18 @@ class StepProfiler:
     if self.active:
       jax.profiler.stop_trace()
       self.active = False
-      if jax.process_index() == 0:
-        print(f'profile of steps {self.steps[0]}:{self.steps[1]} written to {self.logdir} '
-              f'(open with: tensorboard --logdir {self.logdir})', flush=True)
+    if self.steps is None or self._reported or jax.process_index() != 0:
+      return
+    self._reported = True
+    asked = f'{self.steps[0]}:{self.steps[1]}'
+    if self.traced is None:
+      print(f'no profile written: this launch ran none of steps {asked} (it resumed '
+            'past them or stopped before them)', flush=True)
+      return
+    traced = f'{self.traced[0]}:{self.traced[1] + 1}'
+    short = '' if traced == asked else f' (asked for {asked}; this launch did not run the rest)'
+    print(f'profile of steps {traced} written to {self.logdir}{short} '
+          f'(open with: tensorboard --logdir {self.logdir})', flush=True)
 
   def trace_files(self) -> list[epath.Path]:
     return sorted(self.logdir.glob('plugins/profile/*/*.xplane.pb'))

@@ -134,6 +134,7 @@ def _train_and_evaluate(config, workdir: str, profile_steps, allow_config_change
   # max_steps run is a prefix of the full one (and resumes into it).
   total_steps = int(round(config.num_epochs * steps_per_epoch))
   end_step = min(total_steps, config.max_steps) if config.max_steps else total_steps
+  profiling.check_range(profile_steps, end_step)
   eval_every = max(1, int(round(config.eval_every_epochs * steps_per_epoch)))
 
   state, task = steps.create_train_state(config, data.num_classes, data.image_shape,

@@ -100,6 +100,17 @@ CLI_CASES = {
                         [f'--config={tmp}/raises.py']),
         "raises.py, line 5, in get_config: ValueError: invalid literal for int() with base "
         "10: 'sixty-four'"),
+    'profile range after the run': (
+        lambda tmp, f: ('fashion_mnist.py', tmp / 'w', TINY, ['--profile_steps=100:105']),
+        'error: --profile_steps=100:105: the run has 16 steps (0 to 15); choose A:B with '
+        'B <= 16'),
+    'profile range past the run\'s end': (
+        lambda tmp, f: ('fashion_mnist.py', tmp / 'w', TINY, ['--profile_steps=10:30']),
+        'error: --profile_steps=10:30: the run has 16 steps (0 to 15); choose A:B with B <= 16'),
+    'profile range past max_steps': (
+        lambda tmp, f: ('fashion_mnist.py', tmp / 'w', {**TINY, 'max_steps': 4},
+                        ['--profile_steps=2:6']),
+        'error: --profile_steps=2:6: the run has 4 steps (0 to 3); choose A:B with B <= 4'),
 }
 
 # The config files of the cases above that need one, by the file's name.

@@ -715,3 +715,26 @@ def test_a_workdir_named_in_chinese_plots_without_glyph_warnings(trained_tiny_ru
     metrics.plot_curves(str(workdir))
   assert [str(w.message) for w in caught] == []
   assert (workdir / 'curves.png').stat().st_size > 10_000
+
+
+# --- A profile range that a launch only partly runs -----------------------------------
+
+def test_a_profile_cut_short_says_which_steps_it_holds(tmp_path, capsys):
+  # A resumed launch that starts inside the range, or a stop before its end,
+  # traces fewer steps than asked: the report names the ones traced.
+  from nin_jax import profiling
+  import jax.numpy as jnp
+  profiler = profiling.StepProfiler(tmp_path / 'profile', (2, 6))
+  for step in (4, 5):  # Resumed at step 4.
+    with profiler.step(step):
+      profiler.wait(jnp.ones(3) * step)
+  assert capsys.readouterr().out.startswith(
+      f'profile of steps 4:6 written to {tmp_path / "profile"} (asked for 2:6; this launch '
+      'did not run the rest)')
+  assert len(profiler.trace_files()) == 1
+  untouched = profiling.StepProfiler(tmp_path / 'none', (2, 6))
+  with untouched.step(8):  # Resumed past the range.
+    pass
+  untouched.close()
+  assert capsys.readouterr().out == ('no profile written: this launch ran none of steps 2:6 '
+                                     '(it resumed past them or stopped before them)\n')
