@@ -112,12 +112,12 @@ def _parse_launches(text: str) -> tuple[list[dict], list[tuple[int, str]]]:
 
 
 def damage_report(workdir: str, damaged: list[tuple[int, str]]) -> str:
-  """'<workdir>/launches.jsonl line 3 is damaged (not a JSON record: '{"st…')'."""
+  """'<workdir>/launches.jsonl line 3 is damaged (not a JSON record; it reads {"st…)'."""
   path = epath.Path(workdir) / LAUNCHES_FILE
   if len(damaged) == 1:
     number, text = damaged[0]
     shown = text if len(text) <= 40 else text[:40] + '…'
-    return f'{path} line {number} is damaged (not a JSON record: {shown!r})'
+    return f'{path} line {number} is damaged (not a JSON record; it reads {shown})'
   return (f'{path} lines {", ".join(str(n) for n, _ in damaged)} are damaged '
           '(not JSON records)')
 
@@ -183,8 +183,9 @@ def record_launch(workdir: str, config: ml_collections.ConfigDict, *, start_step
   """Appends this launch to launches.jsonl and makes its config config.json."""
   root = epath.Path(workdir)
   history = root / LAUNCHES_FILE
-  text = _without_damaged_lines(workdir, history.read_text()) if history.exists() else ''
-  if not history.exists() and (saved := saved_config(workdir)) is not None:
+  exists = history.exists()
+  text = _without_damaged_lines(workdir, history.read_text()) if exists else ''
+  if not exists and (saved := saved_config(workdir)) is not None:
     # A workdir from before launch histories: keep what its config.json says.
     text = json.dumps({'start_step': 0, 'config': saved,
                        'note': 'recorded before launches.jsonl existed'}) + '\n'
@@ -234,16 +235,18 @@ def _write_atomically(path: epath.Path, text: str) -> None:
   storage.write_atomic(path, text)
 
 
-def launch_times(workdir: str, records: list[dict] | None = None) -> list[dict]:
+def launch_times(workdir: str, launch_records: list[dict] | None = None) -> list[dict]:
   """Each launch: the steps it trained and its wall time.
 
   A launch runs from its start to its last record in metrics.jsonl, so its
   time includes set-up, compilation, evaluation and checkpoints. Progress that
   a crash lost (records past the checkpoint resumed from are dropped) is not
-  counted, nor the time after a launch's last record. `records`: the launches
-  if already read.
+  counted, nor the time after a launch's last record. `launch_records`: the
+  launches if already read.
   """
-  timed = [r for r in (launches(workdir) if records is None else records) if 'time' in r]
+  if launch_records is None:
+    launch_records = launches(workdir)
+  timed = [r for r in launch_records if 'time' in r]
   path = epath.Path(workdir) / metrics.METRICS_FILE
   records = sorted((r['time'], r['step']) for r in metrics.read_metrics(path)
                    if 'time' in r) if path.exists() else []

@@ -561,6 +561,12 @@ def test_deleting_the_config_files_does_not_disarm_the_resume_check(two_checkpoi
   assert proc.returncode == 2 and 'optim.batch_size: 64 (before) → 32 (now)' in proc.stderr
 
 
+def list_launches(workdir):
+  """`python -m nin_jax.run_history WORKDIR`, as a user runs it."""
+  return subprocess.run([sys.executable, '-m', 'nin_jax.run_history', str(workdir)],
+                        capture_output=True, text=True, env={**os.environ, 'PYTHONPATH': REPO})
+
+
 def test_a_damaged_launch_record_is_reported_by_line_and_kept_beside_the_history(
     two_checkpoints, tmp_path, caplog):
   source, _ = two_checkpoints
@@ -570,10 +576,10 @@ def test_a_damaged_launch_record_is_reported_by_line_and_kept_beside_the_history
   intact = history.read_text()
   cut = intact[:70]  # A second record cut short (a crash, an interrupted copy).
   history.write_text(intact + cut)
-  listing = subprocess.run([sys.executable, '-m', 'nin_jax.run_history', str(workdir)],
-                           capture_output=True, text=True, env={**os.environ, 'PYTHONPATH': REPO})
+  listing = list_launches(workdir)
   assert listing.returncode == 0, listing.stderr
-  assert listing.stderr.startswith(f'warning: {history} line 2 is damaged (not a JSON record: ')
+  assert listing.stderr.startswith(
+      f'warning: {history} line 2 is damaged (not a JSON record; it reads {cut[:40]}…)')
   assert len(listing.stdout.splitlines()) == 3  # Header, the intact launch, the total.
 
   result = train.train_and_evaluate(tiny(max_steps=8), str(workdir))  # A resume (report only).
@@ -585,10 +591,10 @@ def test_a_damaged_launch_record_is_reported_by_line_and_kept_beside_the_history
   assert json.dumps(records[0]) + '\n' == intact and [r['start_step'] for r in records] == [0, 8]
 
   history.write_text(cut)  # Nothing intact: said so, naming the line.
-  listing = subprocess.run([sys.executable, '-m', 'nin_jax.run_history', str(workdir)],
-                           capture_output=True, text=True, env={**os.environ, 'PYTHONPATH': REPO})
+  listing = list_launches(workdir)
   assert listing.returncode == 2
-  assert listing.stderr.startswith(f'error: {history} line 1 is damaged (not a JSON record: ')
+  assert listing.stderr.startswith(
+      f'error: {history} line 1 is damaged (not a JSON record; it reads {cut[:40]}…)')
 
 
 def test_a_successful_resume_prints_no_orbax_warnings(two_checkpoints, tmp_path):
