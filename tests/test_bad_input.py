@@ -67,8 +67,9 @@ CLI_CASES = {
         lambda tmp, f: ('fashion_mnist.py', tmp / 'w', {}, [f'--config={f}.py']),
         'a_file.py defines no get_config() function'),
     'IDX dataset directory missing': (
-        lambda tmp, f: ('fashion_mnist.py', tmp / 'w', {**TINY, 'dataset.idx_dir': '/nonexistent'}, []),
-        "error: IDX directory '/nonexistent' does not exist; install the files"),
+        # Not /nonexistent: a process whose HOME is that (SLURM's nobody) may create it.
+        lambda tmp, f: ('fashion_mnist.py', tmp / 'w', {**TINY, 'dataset.idx_dir': f'{tmp}/none'}, []),
+        "/none' does not exist; install the files"),
     'TFDS dataset not prepared': (
         lambda tmp, f: ('cifar10.py', tmp / 'w', {**TINY, 'dataset.data_dir': str(tmp)}, []),
         "error: dataset 'cifar10' is not prepared in"),
@@ -165,9 +166,9 @@ def test_broken_link_as_checkpoint_directory_is_refused(tmp_path):
   # What an unmounted network volume looks like. (Permission bits cannot be
   # tested here: the test machine runs as root.)
   (tmp_path / 'w').mkdir()
-  os.symlink('/nonexistent/volume', tmp_path / 'w' / 'checkpoints')
+  os.symlink(tmp_path / 'unmounted' / 'volume', tmp_path / 'w' / 'checkpoints')
   refused(run_cli('fashion_mnist.py', tmp_path / 'w', TINY),
-          'links to /nonexistent/volume, which does not exist (storage not mounted?)')
+          f'links to {tmp_path}/unmounted/volume, which does not exist (storage not mounted?)')
 
 
 @pytest.mark.parametrize('field, value, message', [
