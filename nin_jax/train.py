@@ -29,8 +29,9 @@ from flax import nnx
 
 from nin_jax import checkpoint as checkpoint_lib
 from nin_jax import config as config_lib
-from nin_jax import (datasets, dispatch, event_files, failures, input_pipeline, metrics,
-                     predict, profiling, run_history, sharding, steps, storage, workdir_lock)
+from nin_jax import (bucket_access, datasets, dispatch, event_files, failures,
+                     input_pipeline, metrics, predict, profiling, run_history, sharding, steps,
+                     storage, workdir_lock)
 
 
 class Preemption:
@@ -101,6 +102,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """
   config_lib.validate(config)
   workdir = storage.workdir_path(workdir)  # A local directory or a gs:// URL.
+  if storage.is_remote(workdir):  # Network, credentials, bucket, permissions: said now.
+    bucket_access.check_every_process(str(workdir))
   created = not workdir.exists()
   _check_workdir(workdir)
   failures.quiet_library_noise()
