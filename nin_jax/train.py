@@ -285,13 +285,12 @@ def _train_and_evaluate(config, workdir: str, profile_steps, allow_config_change
               flush=True)
       if save_now:
         with progress.paused():
-          # Records up to this step are written before its checkpoint can exist:
-          # a run killed later resumes here and never writes them again.
-          writer.flush()
+          writer.before_checkpoint()  # Records up to this step go out with it.
           checkpointer.save(step, state)
       if step in pause_steps:  # Test-only (config.testing): a kill point for tests.
+        writer.flush()  # Exact kill points: the records so far are in storage,
         if not save_now:
-          checkpointer.wait()  # Exact kill points: earlier saves are on disk, this one in flight.
+          checkpointer.wait()  # earlier saves are on disk, this one in flight.
         metrics.console(f'TESTING: paused after step {step}')
         os.kill(os.getpid(), signal.SIGSTOP)
       if stop:
@@ -304,7 +303,8 @@ def _train_and_evaluate(config, workdir: str, profile_steps, allow_config_change
   if step == total_steps and not last_eval:  # Resumed after the end: report only.
     last_eval = evaluate(state)
   if step == total_steps and jax.process_index() == 0 and config.write_plots:
-    writer.submit(metrics.plot_curves, workdir)  # After the records it plots.
+    writer.upload()  # A bucket's records, before the plot reads them back.
+    writer.submit(metrics.plot_curves, workdir)
   writer.close()
   if step == total_steps and jax.process_index() == 0:
     storage.write_atomic(workdir / 'final_metrics.json', json.dumps(

@@ -105,8 +105,9 @@ class GcsProxy:
 
   Every request is recorded in `requests` as a dict: time, method, path, the
   permission it needs, the bytes of its body, its status, the object it wrote
-  (the name in a storage#object reply to an upload or compose) and its
-  generation, if any, and the objects a compose joined.
+  (the name in a storage#object reply to an upload or compose, not counting
+  the request that starts a resumable upload), if any, and the objects a
+  compose joined.
   """
 
   _HOP_BY_HOP = {'connection', 'keep-alive', 'transfer-encoding', 'content-length'}
@@ -172,14 +173,15 @@ class GcsProxy:
           reply = response.read()
           connection.close()
           record['status'] = response.status
-          if self.command in ('POST', 'PUT') and response.status == 200:
+          query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+          starts_upload = query.get('uploadType') == ['resumable'] and 'upload_id' not in query
+          if self.command in ('POST', 'PUT') and response.status == 200 and not starts_upload:
             try:
               written = json.loads(reply)
             except ValueError:
               written = None
             if isinstance(written, dict) and written.get('kind') == 'storage#object':
               record['wrote'] = written['name']
-              record['generation'] = written.get('generation')
           self._reply(response.status, response.getheaders(), reply)
         with proxy._lock:
           proxy.requests.append(record)
@@ -200,16 +202,9 @@ class GcsProxy:
                 'TENSORSTORE_GCS_HTTP_URL': self.url}
 
   def write_times(self, name):
-    """When each write (upload or compose) to the object `name` arrived, in order.
-
-    One per generation made: a resumable upload's first request already names it.
-    """
+    """When each write (upload or compose) to the object `name` arrived, in order."""
     with self._lock:
-      made = {}
-      for r in self.requests:
-        if r['wrote'] == name:
-          made.setdefault(r['generation'], r['time'])
-      return sorted(made.values())
+      return [r['time'] for r in self.requests if r['wrote'] == name]
 
   def bytes_into(self, name):
     """Bytes sent to make `name`: its writes, and the parts composed into it."""

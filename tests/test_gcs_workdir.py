@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from etils import epath
 
-from conftest import REPO, TINY, run_cli
+from conftest import REPO, TINY, read_jsonl, run_cli
 from gcs_server import GcsProxy, GcsServer
 from nin_jax import configs
 from test_multihost import run_pair
@@ -330,3 +330,40 @@ def test_a_bucket_that_cannot_be_used_is_one_line_within_15_s(gcs, tmp_path, cas
   print(f'{case}: {time.time() - started:.1f} s: {proc.stderr.strip()}')
   assert _one_error_line(proc, within_s=15, started=started) == (
       f'error: gs://{bucket}/run: {expected}')
+
+
+def test_appended_files_reach_the_bucket_at_its_pace(gcs, proxy):
+  # 200 steps, a record each, a checkpoint every 25: metrics.jsonl and the
+  # TensorBoard events go up at most every 10 s (the one at the end at least
+  # 1 s after the one before), and only their new bytes.
+  workdir = f'gs://{BUCKET}/paced'
+  overrides = {**TINY, 'num_epochs': 25.0, 'log_every_steps': 1,
+               'checkpoint_every_steps': 25}
+  started = time.time()
+  proc = run_cli('fashion_mnist.py', workdir, overrides, env=proxy.env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'final test accuracy' in proc.stdout
+  records = [r for r in read_jsonl(f'{workdir}/metrics.jsonl') if 'train/loss' in r]
+  assert [r['step'] for r in records] == list(range(1, 201))
+  (events,) = [n for n in gcs.objects(BUCKET, 'paced/tensorboard/') if 'tfevents' in n]
+  sizes = {name: len((epath.Path(f'gs://{BUCKET}') / name).read_bytes())
+           for name in ('paced/metrics.jsonl', events)}
+  print(f'200 steps in {time.time() - started:.0f} s')
+  for name, size in sizes.items():
+    times, sent = proxy.write_times(name), proxy.bytes_into(name)
+    gaps = np.diff(times)
+    print(f'{name}: {len(times)} writes, gaps {np.round(gaps, 1).tolist()} s; '
+          f'{sent} bytes sent for {size} bytes ({sent / size:.2f}x)')
+    assert len(times) >= 2
+    assert all(gaps[:-1] >= 10) and gaps[-1] >= 1
+    assert sent <= 3 * size
+  # The composed event file reads back whole: one train/loss per step.
+  from tensorboard.compat.proto import event_pb2
+
+  from nin_jax import event_files
+  payloads, cut_short = event_files._records(
+      (epath.Path(f'gs://{BUCKET}') / events).read_bytes())
+  assert not cut_short
+  losses = [e.step for e in map(event_pb2.Event.FromString, payloads)
+            if any(v.tag == 'train/loss' for v in e.summary.value)]
+  assert losses == list(range(1, 201))
