@@ -112,8 +112,9 @@ class GcsProxy:
 
   _HOP_BY_HOP = {'connection', 'keep-alive', 'transfer-encoding', 'content-length'}
 
-  def __init__(self, server: GcsServer, denied=()):
+  def __init__(self, server: GcsServer, denied=(), latency_s=0.0):
     self.server, self.denied, self.requests = server, set(denied), []
+    self.latency_s = latency_s  # Each request's delay: a bucket at a real distance.
     self._lock = threading.Lock()
     target = urllib.parse.urlsplit(server.url)
     proxy = self
@@ -149,6 +150,7 @@ class GcsProxy:
 
       def _forward(self):
         body = self._body()
+        time.sleep(proxy.latency_s)
         path = urllib.parse.urlsplit(self.path).path
         permission = permission_needed(self.command, path)
         record = {'time': time.time(), 'method': self.command, 'path': self.path,

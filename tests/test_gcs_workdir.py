@@ -339,6 +339,7 @@ def test_appended_files_reach_the_bucket_at_its_pace(gcs, proxy):
   workdir = f'gs://{BUCKET}/paced'
   overrides = {**TINY, 'num_epochs': 25.0, 'log_every_steps': 1,
                'checkpoint_every_steps': 25}
+  proxy.latency_s = 0.05  # A real bucket's distance: the run spans several uploads.
   started = time.time()
   proc = run_cli('fashion_mnist.py', workdir, overrides, env=proxy.env)
   assert proc.returncode == 0, proc.stderr[-3000:]
