@@ -60,7 +60,7 @@ def check_every_process(workdir: str) -> None:
 
 def check(workdir: str) -> None:
   """Raises BucketAccessError unless this process can do in `workdir` what a run does there."""
-  bucket = workdir[len('gs://'):].split('/', 1)[0]
+  bucket, _ = _bucket_and_prefix(workdir)
   outcome: list[BaseException | None] = []
 
   def ask():
@@ -89,6 +89,11 @@ def check(workdir: str) -> None:
     raise outcome[0]
 
 
+def _bucket_and_prefix(workdir: str) -> tuple[str, str]:
+  bucket, _, prefix = workdir[len('gs://'):].partition('/')
+  return bucket, prefix.strip('/')
+
+
 def _endpoint() -> str:
   return os.environ.get('STORAGE_EMULATOR_HOST') or 'https://storage.googleapis.com'
 
@@ -97,8 +102,7 @@ def _ask(workdir: str) -> None:
   """Gets the bucket, lists the workdir, then writes, reads and deletes a probe object."""
   import google.auth.exceptions
   from google.cloud import storage as gcs
-  bucket_name, _, prefix = workdir[len('gs://'):].partition('/')
-  prefix = prefix.strip('/')
+  bucket_name, prefix = _bucket_and_prefix(workdir)
   try:
     client = gcs.Client()
   except google.auth.exceptions.DefaultCredentialsError:

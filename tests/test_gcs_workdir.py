@@ -297,7 +297,7 @@ def _closed_port():
 
 
 @pytest.mark.parametrize('case', ['no credentials', 'no network', 'server refuses',
-                                  'no such bucket'])
+                                  'server never answers', 'no such bucket'])
 def test_a_bucket_that_cannot_be_used_is_one_line_within_15_s(gcs, tmp_path, case):
   # Without the emulator: Google's endpoints, and no credentials anywhere
   # (no key file, no gcloud login in this HOME, not a Compute Engine VM).
@@ -321,6 +321,14 @@ def test_a_bucket_that_cannot_be_used_is_one_line_within_15_s(gcs, tmp_path, cas
     env = {'STORAGE_EMULATOR_HOST': f'http://127.0.0.1:{port}'}
     expected = (f'cannot reach 127.0.0.1:{port} for bucket gs://{BUCKET}: the connection '
                 'was refused. No network, or a proxy or firewall in the way?')
+  elif case == 'server never answers':  # Connected, then silence (a dropping firewall).
+    silent = socket.socket()
+    silent.bind(('127.0.0.1', 0))
+    silent.listen(8)
+    port = silent.getsockname()[1]
+    env = {'STORAGE_EMULATOR_HOST': f'http://127.0.0.1:{port}'}
+    expected = (f'cannot reach 127.0.0.1:{port} for bucket gs://{BUCKET}: the connection '
+                'timed out. No network, or a proxy or firewall in the way?')
   else:
     bucket = 'no-such-bucket'
     expected = ('bucket gs://no-such-bucket does not exist. Create it with `gcloud storage '
