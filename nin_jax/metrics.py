@@ -25,25 +25,56 @@ METRICS_FILE = 'metrics.jsonl'
 
 
 class MetricWriter:
-  """Scalars to TensorBoard event files and to workdir/metrics.jsonl."""
+  """Scalars to TensorBoard event files and to workdir/metrics.jsonl.
 
-  def __init__(self, workdir, *, enabled: bool | None = None):
+  Both are `storage.AppendedFile`s: a local workdir gets each record at once;
+  a bucket gets them every `upload_every_s`, at checkpoints
+  (`request_upload`) and at `close`.
+  """
+
+  def __init__(self, workdir, *, enabled: bool | None = None,
+               upload_every_s: float = storage.UPLOAD_EVERY_S):
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
     workdir = storage.workdir_path(workdir)
     self.jsonl_path = workdir / METRICS_FILE
     self._tb = None
+    self._files: list[storage.AppendedFile] = []
     if self.enabled:
       workdir.mkdir(parents=True, exist_ok=True)
-      self._tb = EventFile(workdir / 'tensorboard')
+      self._jsonl = storage.AppendedFile(self.jsonl_path, upload_every_s=upload_every_s)
+      self._tb = EventFile(workdir / 'tensorboard', upload_every_s=upload_every_s)
+      self._files = [self._jsonl, self._tb.file]
 
   def write(self, step: int, scalars: dict[str, float]) -> None:
     """One record: {'step': step, **scalars} (names like 'train/loss')."""
     if not self.enabled:
       return
     scalars = {k: float(v) for k, v in scalars.items()}
-    storage.append(self.jsonl_path,
-                   json.dumps({'step': int(step), 'time': time.time(), **scalars}) + '\n')
+    self._jsonl.append(json.dumps({'step': int(step), 'time': time.time(), **scalars}) + '\n')
     self._tb.write_scalars(int(step), scalars)
+
+  def seconds_until_due(self) -> float | None:
+    """Until a bucket's next upload; None when nothing waits."""
+    waits = [s for s in (f.seconds_until_due() for f in self._files) if s is not None]
+    return min(waits, default=None)
+
+  def upload_if_due(self) -> None:
+    for f in self._files:
+      f.upload_if_due()
+
+  def request_upload(self) -> None:
+    """At a checkpoint: the records so far go up once the last upload is 10 s old."""
+    for f in self._files:
+      f.request_upload()
+
+  def upload_requested(self) -> None:
+    """An upload `request_upload` asked for, now."""
+    for f in self._files:
+      f.upload_requested()
+
+  def upload_all(self) -> None:
+    for f in self._files:
+      f.upload_all()
 
   def write_hparams(self, config, trial_id: str = '') -> None:
     """The config's flattened fields as TensorBoard hparams (the HParams view).
@@ -59,7 +90,7 @@ class MetricWriter:
                                                     trial_id=trial_id or None))
 
   def close(self) -> None:
-    pass  # Every write is flushed: a killed run loses no record.
+    self.upload_all()  # Locally every write is already on disk.
 
 
 class EventFile:
@@ -67,15 +98,16 @@ class EventFile:
 
   TensorFlow's summary writer reaches gs:// only through its own GCS client,
   whose endpoint is built in; this writes the same format with tensorboard's
-  protos to any epath path, and each write appends its records at once.
+  protos to any epath path, as a `storage.AppendedFile` (`file`).
   """
 
-  def __init__(self, logdir: epath.Path):
+  def __init__(self, logdir: epath.Path, *, upload_every_s: float = storage.UPLOAD_EVERY_S):
     from tensorboard.compat.proto import event_pb2
     self._event_pb2 = event_pb2
     logdir.mkdir(parents=True, exist_ok=True)
     self.path = logdir / (f'events.out.tfevents.{time.time():.6f}.{socket.gethostname()}'
                           f'.{os.getpid()}.v2')
+    self.file = storage.AppendedFile(self.path, upload_every_s=upload_every_s)
     self._append([event_pb2.Event(wall_time=time.time(), file_version='brain.Event:2')])
 
   def write_scalars(self, step: int, scalars: dict[str, float]) -> None:
@@ -96,7 +128,7 @@ class EventFile:
     records = RecordWriter(buffer)
     for event in events:
       records.write(event.SerializeToString())
-    storage.append(self.path, buffer.getvalue())
+    self.file.append(buffer.getvalue())
 
 
 class AsyncWriter:
@@ -104,10 +136,10 @@ class AsyncWriter:
 
   The step loop only queues records, so a slow disk or bucket never stalls it
   (nor, through the next collective, every other host). Work runs in the order
-  it was queued. `flush()` waits until everything queued is done; the loop
-  calls it before a preemption exit, and `close()` (at the end and on error)
-  flushes, then closes the writer. An error in the thread is raised by the
-  next write, flush or close.
+  it was queued; between jobs the thread makes a bucket's timed uploads.
+  `flush()` waits until everything queued is done; `close()` (at the end and
+  on error) flushes, then closes the writer, which uploads what is left. An
+  error in the thread is raised by the next write, flush or close.
   """
 
   def __init__(self, writer: MetricWriter):
@@ -124,15 +156,26 @@ class AsyncWriter:
     return self._writer.jsonl_path
 
   def _work(self) -> None:
-    while (job := self._queue.get()) is not None:
+    import queue
+    while True:
       try:
-        if self._error is None:
-          job()
-      except BaseException as e:  # Raised in the caller's thread at its next call.
-        self._error = e
-      finally:
+        job = self._queue.get(timeout=self._writer.seconds_until_due())
+      except queue.Empty:  # Idle, and an upload is due.
+        self._run(self._writer.upload_if_due)
+        continue
+      if job is None:
         self._queue.task_done()
-    self._queue.task_done()
+        return
+      self._run(job)
+      self._run(self._writer.upload_if_due)
+      self._queue.task_done()
+
+  def _run(self, job) -> None:
+    try:
+      if self._error is None:
+        job()
+    except BaseException as e:  # Raised in the caller's thread at its next call.
+      self._error = e
 
   def _raise_error(self) -> None:
     if self._error is not None:
@@ -152,8 +195,25 @@ class AsyncWriter:
     """Queues MetricWriter.write_hparams."""
     self.submit(lambda: self._writer.write_hparams(config, **kwargs))
 
+  def before_checkpoint(self) -> None:
+    """Records so far go out with the checkpoint about to be saved.
+
+    Locally, this waits until they are written: a run killed after the save
+    resumes there and never writes them again. A bucket's upload is only
+    asked for (`MetricWriter.request_upload`: within 10 s): the save, which
+    every host joins, never waits on process 0's uploads.
+    """
+    self.submit(self._writer.request_upload)
+    if not storage.is_remote(self._writer.jsonl_path):
+      self.flush()
+
+  def upload(self) -> None:
+    """Queues the upload of everything written so far (before reading it back)."""
+    self.submit(self._writer.upload_all)
+
   def flush(self) -> None:
-    """Blocks until everything queued so far is written."""
+    """Blocks until everything queued so far is done, an asked-for upload included."""
+    self.submit(self._writer.upload_requested)
     self._queue.join()
     self._raise_error()
 

@@ -4,24 +4,35 @@ Every file a run writes under its workdir goes through `epath.Path`. For
 gs:// paths epath uses fsspec + gcsfs (nin_jax/__init__.py selects that
 backend over tf.io.gfile; see `use_fsspec_for_buckets`), and Orbax's arrays go
 through tensorstore's own GCS driver. Object stores have no append and no
-atomic rename, so:
+atomic rename, and GCS takes about one write per second to one object, so:
 
-- `append` rewrites a remote object with the new bytes at its end (the files
-  appended to, metrics.jsonl and TensorBoard events, stay small);
+- `append` sends only the new bytes, as an object of their own that GCS
+  composes onto the end of the file (one server-side compose): the bytes sent
+  grow linearly with the file, which stays one object for every reader;
+- `AppendedFile` (metrics.jsonl, TensorBoard events, a trial's train.log)
+  keeps a bucket file's appends in memory and sends them at GCS's pace: every
+  `UPLOAD_EVERY_S`, at checkpoints, and at the end;
 - `write_atomic` writes a local file beside its target and renames it over;
   a remote object is replaced whole by one upload, which is already atomic.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import os
 import re
+import threading
+import time
+import uuid
 
 from etils import epath
 
 URL_SCHEMES = ('gs://',)  # What the workdir lock and the tests cover.
+UPLOAD_EVERY_S = 30.0  # A bucket's appended files are uploaded this often,
+CHECKPOINT_UPLOAD_GAP_S = 10.0  # at checkpoints once the last upload is this old,
+LAST_UPLOAD_GAP_S = 1.0  # and at the end at once (GCS: a write a second to one object).
 
 
 def use_fsspec_for_buckets(environ=os.environ) -> None:
@@ -73,9 +84,101 @@ def append(path: epath.Path, data: str | bytes) -> None:
   if not is_remote(path):
     with open(path, 'ab') as f:
       f.write(raw)
-    return
-  old = path.read_bytes() if path.exists() else b''
-  path.write_bytes(old + raw)
+  elif raw:
+    _compose_onto(path, raw)
+
+
+def _compose_onto(path: epath.Path, data: bytes) -> None:
+  """Appends `data` to the object at `path`: uploads it alone, then composes the two.
+
+  The compose is conditional on the generation read first, so a retried
+  request cannot append twice. The part's name has no 'tfevents' in it:
+  TensorBoard must not read it as an event file.
+  """
+  from etils.epath import backend
+  fs = backend.fsspec_backend.fs(str(path))
+  bucket, _, name = str(path)[len('gs://'):].partition('/')
+  try:
+    before = fs.call('GET', 'b/{}/o/{}', bucket, name, json_out=True)
+  except FileNotFoundError:
+    before = {'generation': '0', 'size': '0'}
+  part = f'{name.rpartition("/")[0]}/.upload-{uuid.uuid4().hex}'.lstrip('/')
+  fs.pipe_file(f'{bucket}/{part}', data)
+  sources = ([{'name': name}] if before['generation'] != '0' else []) + [{'name': part}]
+  try:
+    fs.call('POST', 'b/{}/o/{}/compose', bucket, name, ifGenerationMatch=before['generation'],
+            json={'kind': 'storage#composeRequest', 'sourceObjects': sources,
+                  'destination': {'name': name, 'bucket': bucket}})
+  except FileExistsError:  # 412: changed since read; fine if that was this compose, retried.
+    after = fs.call('GET', 'b/{}/o/{}', bucket, name, json_out=True)
+    if int(after['size']) != int(before['size']) + len(data):
+      raise OSError(f'{path} changed while this run appended to it') from None
+  finally:
+    with contextlib.suppress(OSError):  # A part left over is only clutter.
+      fs.rm_file(f'{bucket}/{part}')
+
+
+class AppendedFile:
+  """A file written at its end: locally at once, in a bucket at GCS's pace.
+
+  Locally each `append` is written at once: a killed run loses no record. In
+  a bucket, appends gather in memory. `upload_if_due` sends them when
+  `upload_every_s` have passed since the last upload, or when an upload
+  asked for by `request_upload` (at a checkpoint) is due:
+  CHECKPOINT_UPLOAD_GAP_S after the last one, or at once. `upload_requested`
+  sends an asked-for upload without waiting, `upload_all` everything; both
+  stay LAST_UPLOAD_GAP_S after the last upload. A killed run loses what was
+  not sent.
+  """
+
+  def __init__(self, path: epath.Path, *, upload_every_s: float = UPLOAD_EVERY_S):
+    self.path, self.remote = path, is_remote(path)
+    self._upload_every_s = upload_every_s
+    self._pending: list[bytes] = []
+    self._last_upload = time.monotonic()
+    self._requested_at: float | None = None  # When an asked-for upload is due.
+    self._lock = threading.Lock()  # A writer thread and a timer may both upload.
+
+  def append(self, data: str | bytes) -> None:
+    raw = data.encode() if isinstance(data, str) else data
+    if not self.remote:
+      append(self.path, raw)
+      return
+    with self._lock:
+      self._pending.append(raw)
+
+  def request_upload(self) -> None:
+    if self._pending and self._requested_at is None:
+      gap = min(CHECKPOINT_UPLOAD_GAP_S, self._upload_every_s)
+      self._requested_at = max(time.monotonic(), self._last_upload + gap)
+
+  def seconds_until_due(self) -> float | None:
+    """Until the next upload; None when nothing waits to be sent."""
+    if not self._pending:
+      return None
+    due = self._last_upload + self._upload_every_s
+    if self._requested_at is not None:
+      due = min(due, self._requested_at)
+    return max(0.0, due - time.monotonic())
+
+  def upload_if_due(self) -> None:
+    if self.seconds_until_due() == 0.0:
+      self._upload()
+
+  def upload_requested(self) -> None:
+    if self._requested_at is not None:
+      self._upload()
+
+  def upload_all(self) -> None:
+    self._upload()
+
+  def _upload(self) -> None:
+    with self._lock:
+      if not self._pending:
+        return
+      time.sleep(max(self._last_upload + LAST_UPLOAD_GAP_S - time.monotonic(), 0.0))
+      _compose_onto(self.path, b''.join(self._pending))  # On error all stays pending.
+      self._pending, self._last_upload, self._requested_at = [], time.monotonic(), None
 
 
 def write_atomic(path: epath.Path, data: str | bytes) -> None:

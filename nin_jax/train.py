@@ -29,8 +29,9 @@ from flax import nnx
 
 from nin_jax import checkpoint as checkpoint_lib
 from nin_jax import config as config_lib
-from nin_jax import (datasets, dispatch, event_files, failures, input_pipeline, metrics,
-                     predict, profiling, run_history, sharding, steps, storage, workdir_lock)
+from nin_jax import (bucket_access, datasets, dispatch, event_files, failures,
+                     input_pipeline, metrics, predict, profiling, run_history, sharding, steps,
+                     storage, workdir_lock)
 
 
 class Preemption:
@@ -101,6 +102,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """
   config_lib.validate(config)
   workdir = storage.workdir_path(workdir)  # A local directory or a gs:// URL.
+  if storage.is_remote(workdir):  # Network, credentials, bucket, permissions: said now.
+    bucket_access.check_every_process(str(workdir))
   created = not workdir.exists()
   _check_workdir(workdir)
   failures.quiet_library_noise()
@@ -288,13 +291,12 @@ def _train_and_evaluate(config, workdir: str, profile_steps, allow_config_change
               flush=True)
       if save_now:
         with progress.paused():
-          # Records up to this step are written before its checkpoint can exist:
-          # a run killed later resumes here and never writes them again.
-          writer.flush()
+          writer.before_checkpoint()  # Records up to this step go out with it.
           checkpointer.save(step, state)
       if step in pause_steps:  # Test-only (config.testing): a kill point for tests.
+        writer.flush()  # Exact kill points: the records so far are in storage,
         if not save_now:
-          checkpointer.wait()  # Exact kill points: earlier saves are on disk, this one in flight.
+          checkpointer.wait()  # earlier saves are on disk, this one in flight.
         metrics.console(f'TESTING: paused after step {step}')
         os.kill(os.getpid(), signal.SIGSTOP)
       if stop:
@@ -307,7 +309,8 @@ def _train_and_evaluate(config, workdir: str, profile_steps, allow_config_change
   if step == end_step and not last_eval:  # Resumed after the end: report only.
     last_eval = evaluate(state)
   if step == end_step and jax.process_index() == 0 and config.write_plots:
-    writer.submit(metrics.plot_curves, workdir)  # After the records it plots.
+    writer.upload()  # A bucket's records, before the plot reads them back.
+    writer.submit(metrics.plot_curves, workdir)
   writer.close()
   if step == end_step and jax.process_index() == 0:
     storage.write_atomic(workdir / 'final_metrics.json', json.dumps(

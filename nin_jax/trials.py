@@ -287,15 +287,21 @@ def run_logged(command: list[str], log_path: epath.Path, env: dict | None,
   header = f'\n$ {shlex.join(command)}\n'
   if not storage.is_remote(log_path):
     return _run_to_file(command, str(log_path), header, env, signals)
-  # An object cannot be appended to: spool locally, upload the whole log now and then.
-  earlier = log_path.read_bytes() if log_path.exists() else b''
+  # An object cannot be appended to: spool locally, send what is new now and then.
+  log = storage.AppendedFile(log_path, upload_every_s=LOG_UPLOAD_S)
   with tempfile.TemporaryDirectory(prefix='nin_trial_log_') as spool_dir:
     spool = os.path.join(spool_dir, LOG_FILE)
     open(spool, 'wb').close()
+    sent = 0
 
     def upload():
+      nonlocal sent
       with open(spool, 'rb') as f:
-        storage.write_atomic(log_path, earlier + f.read())
+        f.seek(sent)
+        new = f.read()
+      sent += len(new)
+      log.append(new)
+      log.upload_all()
 
     stop = threading.Event()
 
@@ -303,7 +309,7 @@ def run_logged(command: list[str], log_path: epath.Path, env: dict | None,
       while not stop.wait(LOG_UPLOAD_S):
         try:
           upload()
-        except OSError as e:  # The next upload (or the last) carries it.
+        except OSError as e:  # Still pending: the next upload (or the last) carries it.
           logging.warning('could not upload %s: %s', log_path, e)
 
     uploader = threading.Thread(target=upload_every_while, name='trial-log-upload', daemon=True)

@@ -6,6 +6,11 @@ final_metrics.json, curves.png, the set-aside of a damaged checkpoint) through
 etils.epath and gcsfs; the workdir lock is an object guarded by generation
 preconditions (through gcsfs). Sweeps and the ablation keep every trial,
 its log and their reports in the bucket. No file of a run is written locally.
+
+Through `GcsProxy` the server gets IAM's rule (a denied permission answers
+403) and counts what reaches each object: a bucket that lacks a permission, or
+cannot be reached, is one line at start-up, and appended files reach the
+bucket at its pace.
 """
 
 import json
@@ -19,8 +24,8 @@ import numpy as np
 import pytest
 from etils import epath
 
-from conftest import REPO, TINY, run_cli
-from gcs_server import GcsServer
+from conftest import REPO, TINY, read_jsonl, run_cli
+from gcs_server import GcsProxy, GcsServer
 from nin_jax import configs
 from test_multihost import run_pair
 from test_reliability import RUN, Run, assert_same_state, comparable_records, reference  # noqa: F401
@@ -42,6 +47,14 @@ def gcs(tmp_path_factory):
     else:
       os.environ[k] = v
   server.stop()
+
+
+@pytest.fixture
+def proxy(gcs):
+  """The server behind IAM's one rule: add permissions to `proxy.denied` to refuse them."""
+  proxy = GcsProxy(gcs)
+  yield proxy
+  proxy.stop()
 
 
 def test_kill_resume_and_damaged_checkpoint_in_a_bucket(gcs, reference, tmp_path):
@@ -209,3 +222,157 @@ def test_an_unsupported_url_scheme_is_refused_not_made_a_local_directory(tmp_pat
       'error: workdir s3://nin-test/run: s3:// is not supported; use a local path or '
       'gs://BUCKET/...')
   assert not os.path.exists(os.path.join(REPO, 's3:'))
+
+
+def _one_error_line(proc, within_s=None, started=None):
+  """The run's only stderr line, after checking it is an `error:` with exit status 2."""
+  lines = proc.stderr.strip().splitlines()
+  assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
+  assert lines[0].startswith('error: ')
+  if within_s is not None:
+    assert time.time() - started < within_s
+  return lines[0]
+
+
+def test_a_bucket_that_refuses_get_bucket_is_one_line_with_the_grant(gcs, proxy):
+  # roles/storage.objectAdmin alone: Orbax's get_bucket() (storage.buckets.get)
+  # would fail the first resume, or the first deletion of an old checkpoint.
+  proxy.denied = {'storage.buckets.get'}
+  proc = run_cli('fashion_mnist.py', f'gs://{BUCKET}/no-get-bucket', TINY, env=proxy.env)
+  print(proc.stderr)
+  assert _one_error_line(proc) == (
+      f'error: gs://{BUCKET}/no-get-bucket: nin-test@example.iam.gserviceaccount.com lacks '
+      f'storage.buckets.get on bucket gs://{BUCKET} (Orbax reads the bucket to list and to '
+      'delete checkpoints). Grant it with: gcloud storage buckets add-iam-policy-binding '
+      f'gs://{BUCKET} --member=serviceAccount:nin-test@example.iam.gserviceaccount.com '
+      '--role=roles/storage.legacyBucketReader')
+  assert gcs.objects(BUCKET, 'no-get-bucket/') == []  # Refused before anything was written.
+
+
+@pytest.mark.parametrize('permission, role', [
+    ('storage.objects.list', 'roles/storage.objectAdmin'),
+    ('storage.objects.create', 'roles/storage.objectAdmin'),
+    ('storage.objects.get', 'roles/storage.objectAdmin'),
+    ('storage.objects.delete', 'roles/storage.objectAdmin')])
+def test_each_permission_a_run_uses_is_checked_at_start_up(gcs, proxy, monkeypatch,
+                                                            permission, role):
+  from nin_jax import bucket_access
+  for key, value in proxy.env.items():
+    monkeypatch.setenv(key, value)
+  workdir = f'gs://{BUCKET}/denied-{permission.rsplit(".", 1)[1]}'
+  proxy.denied = {permission}
+  with pytest.raises(bucket_access.BucketAccessError) as refused:
+    bucket_access.check(workdir)
+  print(refused.value)
+  assert str(refused.value).startswith(f'{workdir}: nin-test@example.iam.gserviceaccount.com '
+                                       f'lacks {permission} on bucket gs://{BUCKET} (')
+  assert str(refused.value).endswith(
+      f'Grant it with: gcloud storage buckets add-iam-policy-binding gs://{BUCKET} '
+      f'--member=serviceAccount:nin-test@example.iam.gserviceaccount.com --role={role}')
+  proxy.denied = set()
+  bucket_access.check(workdir)  # Granted: the same check passes...
+  # ...and its probe object is gone, unless deleting was what was refused.
+  assert len(gcs.objects(BUCKET, workdir.split('/')[-1] + '/')) == (
+      permission == 'storage.objects.delete')
+
+
+def _service_account_key(path, token_uri):
+  """A service-account key file whose token endpoint is `token_uri`."""
+  from cryptography.hazmat.primitives import serialization
+  from cryptography.hazmat.primitives.asymmetric import rsa
+  key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+      serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+      serialization.NoEncryption()).decode()
+  path.write_text(json.dumps({
+      'type': 'service_account', 'project_id': 'test', 'private_key_id': '1',
+      'private_key': key, 'client_email': 'trainer@test.iam.gserviceaccount.com',
+      'client_id': '1', 'token_uri': token_uri}))
+  return str(path)
+
+
+def _closed_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+@pytest.mark.parametrize('case', ['no credentials', 'no network', 'server refuses',
+                                  'server never answers', 'no such bucket'])
+def test_a_bucket_that_cannot_be_used_is_one_line_within_15_s(gcs, tmp_path, case):
+  # Without the emulator: Google's endpoints, and no credentials anywhere
+  # (no key file, no gcloud login in this HOME, not a Compute Engine VM).
+  real_gcs = {'STORAGE_EMULATOR_HOST': '', 'TENSORSTORE_GCS_HTTP_URL': '',
+              'HOME': str(tmp_path), 'CLOUDSDK_CONFIG': str(tmp_path / 'gcloud'),
+              'NO_GCE_CHECK': 'true'}
+  bucket, env, expected = BUCKET, {}, ''
+  if case == 'no credentials':
+    env = real_gcs
+    expected = (f'no Google Cloud credentials found to reach bucket gs://{BUCKET}. Run '
+                '`gcloud auth application-default login`, or set '
+                'GOOGLE_APPLICATION_CREDENTIALS to a key file, or run on a VM whose '
+                'service account may use the bucket')
+  elif case == 'no network':  # What a machine without network sees: names do not resolve.
+    key = _service_account_key(tmp_path / 'key.json', 'https://oauth2.invalid/token')
+    env = {**real_gcs, 'GOOGLE_APPLICATION_CREDENTIALS': key}
+    expected = (f'cannot reach oauth2.invalid:443 for bucket gs://{BUCKET}: its name does '
+                'not resolve. No network, or a proxy or firewall in the way?')
+  elif case == 'server refuses':
+    port = _closed_port()
+    env = {'STORAGE_EMULATOR_HOST': f'http://127.0.0.1:{port}'}
+    expected = (f'cannot reach 127.0.0.1:{port} for bucket gs://{BUCKET}: the connection '
+                'was refused. No network, or a proxy or firewall in the way?')
+  elif case == 'server never answers':  # Connected, then silence (a dropping firewall).
+    silent = socket.socket()
+    silent.bind(('127.0.0.1', 0))
+    silent.listen(8)
+    port = silent.getsockname()[1]
+    env = {'STORAGE_EMULATOR_HOST': f'http://127.0.0.1:{port}'}
+    expected = (f'cannot reach 127.0.0.1:{port} for bucket gs://{BUCKET}: the connection '
+                'timed out. No network, or a proxy or firewall in the way?')
+  else:
+    bucket = 'no-such-bucket'
+    expected = ('bucket gs://no-such-bucket does not exist. Create it with `gcloud storage '
+                'buckets create gs://no-such-bucket --location=REGION`, or correct --workdir')
+  started = time.time()
+  proc = run_cli('fashion_mnist.py', f'gs://{bucket}/run', TINY, env=env)
+  print(f'{case}: {time.time() - started:.1f} s: {proc.stderr.strip()}')
+  assert _one_error_line(proc, within_s=15, started=started) == (
+      f'error: gs://{bucket}/run: {expected}')
+
+
+def test_appended_files_reach_the_bucket_at_its_pace(gcs, proxy):
+  # 200 steps, a record each, a checkpoint every 25: metrics.jsonl and the
+  # TensorBoard events go up at most every 10 s (the one at the end at least
+  # 1 s after the one before), and only their new bytes.
+  workdir = f'gs://{BUCKET}/paced'
+  overrides = {**TINY, 'num_epochs': 25.0, 'log_every_steps': 1,
+               'checkpoint_every_steps': 25}
+  proxy.latency_s = 0.05  # A real bucket's distance: the run spans several uploads.
+  started = time.time()
+  proc = run_cli('fashion_mnist.py', workdir, overrides, env=proxy.env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'final test accuracy' in proc.stdout
+  records = [r for r in read_jsonl(f'{workdir}/metrics.jsonl') if 'train/loss' in r]
+  assert [r['step'] for r in records] == list(range(1, 201))
+  (events,) = [n for n in gcs.objects(BUCKET, 'paced/tensorboard/') if 'tfevents' in n]
+  sizes = {name: len((epath.Path(f'gs://{BUCKET}') / name).read_bytes())
+           for name in ('paced/metrics.jsonl', events)}
+  print(f'200 steps in {time.time() - started:.0f} s')
+  for name, size in sizes.items():
+    times, sent = proxy.write_times(name), proxy.bytes_into(name)
+    gaps = np.diff(times)
+    print(f'{name}: {len(times)} writes, gaps {np.round(gaps, 1).tolist()} s; '
+          f'{sent} bytes sent for {size} bytes ({sent / size:.2f}x)')
+    assert len(times) >= 2
+    assert all(gaps[:-1] >= 10) and gaps[-1] >= 1
+    assert sent <= 3 * size
+  # The composed event file reads back whole: one train/loss per step.
+  from tensorboard.compat.proto import event_pb2
+
+  from nin_jax import event_files
+  payloads, cut_short = event_files._records(
+      (epath.Path(f'gs://{BUCKET}') / events).read_bytes())
+  assert not cut_short
+  losses = [e.step for e in map(event_pb2.Event.FromString, payloads)
+            if any(v.tag == 'train/loss' for v in e.summary.value)]
+  assert losses == list(range(1, 201))

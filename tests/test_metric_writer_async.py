@@ -23,6 +23,18 @@ class SlowWriter:
   def close(self):
     self.closed = True
 
+  def seconds_until_due(self):
+    return None  # Local: nothing waits for an upload.
+
+  def upload_if_due(self):
+    pass
+
+  def request_upload(self):
+    pass
+
+  def upload_requested(self):
+    pass
+
 
 def test_writes_return_at_once_and_land_in_order_on_flush():
   slow = SlowWriter()
@@ -47,6 +59,35 @@ def test_a_storage_error_is_raised_in_the_loop_at_the_next_flush():
   writer.write(1, {'x': 1.0})
   with pytest.raises(OSError, match='bucket unreachable'):
     writer.flush()
+  writer.close()
+
+
+def test_a_checkpoint_waits_for_local_writes_but_never_for_a_bucket_upload():
+  local = SlowWriter(delay=0.3)
+  writer = metrics.AsyncWriter(local)
+  writer.write(1, {'train/loss': 1.0})
+  writer.before_checkpoint()  # A local record is on disk before its checkpoint.
+  assert local.records == [(1, {'train/loss': 1.0})]
+  writer.close()
+
+  class SlowBucket(SlowWriter):
+    """Process 0's writer, whose work at a checkpoint takes a second."""
+
+    def __init__(self):
+      super().__init__(delay=0.0)
+      self.jsonl_path, self.uploads = 'gs://bucket/run/metrics.jsonl', []
+
+    def request_upload(self):
+      time.sleep(1.0)
+      self.uploads.append(threading.current_thread().name)
+  bucket = SlowBucket()
+  writer = metrics.AsyncWriter(bucket)
+  writer.write(1, {'train/loss': 1.0})
+  t0 = time.perf_counter()
+  writer.before_checkpoint()
+  assert time.perf_counter() - t0 < 0.5  # The save, which every host joins, starts now.
+  writer.flush()
+  assert bucket.uploads == ['metric-writer']
   writer.close()
 
 
