@@ -5,12 +5,15 @@ import importlib
 import os
 import re
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from setuptools.config.pyprojecttoml import read_configuration
 
 from conftest import REPO
 from nin_jax import configs
+
+pytestmark = pytest.mark.core
 
 
 def project():
