@@ -147,6 +147,7 @@ def test_cli_refuses_bad_input_cleanly(tmp_path, a_file, case):
     assert not workdir.exists()  # A refused run leaves no workdir behind.
 
 
+@pytest.mark.core
 def test_cli_refuses_wrong_type_and_stray_arguments(tmp_path):
   # absl's own flag errors: exit status 1 and a one-line reason, no traceback.
   proc = run_cli('fashion_mnist.py', tmp_path / 'w', extra_args=['--config.optim.learning_rate=fast'])
@@ -156,12 +157,14 @@ def test_cli_refuses_wrong_type_and_stray_arguments(tmp_path):
   assert not (tmp_path / 'w').exists()
 
 
+@pytest.mark.core
 def test_batch_not_divisible_by_devices_is_refused(tmp_path):
   proc = run_cli('fashion_mnist.py', tmp_path / 'w', {**TINY, 'eval_batch_size': 100}, devices=8)
   refused(proc, 'error: eval_batch_size=100 does not divide across the 8 devices of '
                 'this run; use a multiple of 8')
 
 
+@pytest.mark.core
 def test_broken_link_as_checkpoint_directory_is_refused(tmp_path):
   # What an unmounted network volume looks like. (Permission bits cannot be
   # tested here: the test machine runs as root.)
@@ -186,6 +189,7 @@ def test_broken_link_as_checkpoint_directory_is_refused(tmp_path):
     ('checkpoint_every_steps', 0, 'must be positive'),
     ('testing.inject_nan_at_step', -1, 'must be >= 0 (0 = off)'),
 ])
+@pytest.mark.core
 def test_validate_names_the_field_and_the_rule(field, value, message):
   config = config_lib.base_config()
   *parents, leaf = field.split('.')

@@ -70,6 +70,7 @@ def test_host_overhead_compares_the_loop_with_the_compiled_step(tiny_config):
     assert r['overhead'] == pytest.approx(r['loop_step_s'] / r['compiled_step_s'] - 1)
 
 
+@pytest.mark.core
 def test_device_check_smoke_runs_on_cpu(tmp_path):
   # The GPU check's every section at tiny sizes, so it cannot rot before a GPU
   # runs it; each section's JSON is in the output folder, complete.

@@ -3,6 +3,7 @@
 import os
 
 import ml_collections
+import pytest
 
 from conftest import REPO, TINY, run_cli
 from nin_jax import config as config_lib, config_doc
@@ -23,6 +24,7 @@ def test_every_config_field_has_its_comment_from_config_py():
   assert comments['optim.batch_size'] == 'global, across all devices and hosts'
 
 
+@pytest.mark.core
 def test_print_config_prints_the_resolved_config_and_exits(tmp_path):
   result = run_cli('cifar10.py', tmp_path / 'run', {'optim.learning_rate': 0.05},
                    extra_args=['--print_config'])
@@ -37,6 +39,7 @@ def test_print_config_prints_the_resolved_config_and_exits(tmp_path):
   assert not (tmp_path / 'run').exists()  # nothing trained
 
 
+@pytest.mark.core
 def test_help_says_how_to_list_and_override_fields():
   result = run_cli('cifar10.py', None, extra_args=['--help'])
   assert '--[no]print_config' in result.stdout and '--config.<field>=<value>' in result.stdout

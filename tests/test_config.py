@@ -12,6 +12,8 @@ import pytest
 from conftest import REPO, TINY, run_cli
 from nin_jax import config as config_lib
 
+pytestmark = pytest.mark.core
+
 CONFIG_FILES = sorted(glob.glob(os.path.join(REPO, 'nin_jax', 'configs', '[!_]*.py')))
 
 

@@ -12,6 +12,8 @@ import pytest
 from conftest import make_tiny_config, read_jsonl
 from nin_jax import checkpoint, config as config_lib, dispatch, steps, train
 
+pytestmark = pytest.mark.core
+
 
 def test_chunks_end_exactly_at_every_boundary():
   # k = 8; logs every 5, checkpoints every 6, a test pause at 9, 13 steps in all.

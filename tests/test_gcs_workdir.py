@@ -57,6 +57,7 @@ def proxy(gcs):
   proxy.stop()
 
 
+@pytest.mark.core
 def test_kill_resume_and_damaged_checkpoint_in_a_bucket(gcs, reference, tmp_path):
   workdir = f'gs://{BUCKET}/run'
   command = {**RUN, 'write_plots': True, 'testing.pause_at_steps': '(6,)'}

@@ -170,6 +170,7 @@ def final_line(text):
   return [l for l in text.splitlines() if l.startswith('final test accuracy')]
 
 
+@pytest.mark.core
 def test_two_processes_match_one_process_and_resume(one_device_run, tmp_path, cache_env):
   # Two processes × 2 devices run steps 0-4, stop, and a second pair resumes
   # to step 8: the result must be the 1-process, 1-device run's.

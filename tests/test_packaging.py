@@ -5,10 +5,15 @@ import importlib
 import os
 import re
 
+import pytest
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from setuptools.config.pyprojecttoml import read_configuration
 
 from conftest import REPO
 from nin_jax import configs
+
+pytestmark = pytest.mark.core
 
 
 def project():
@@ -17,7 +22,6 @@ def project():
 
 def test_dependencies_and_extras_tensorflow_only_in_tfds():
   p = project()
-  assert p['requires-python'] == '>=3.11'
   names = {re.split(r'[\[<>=]', d)[0] for d in p['dependencies']}
   assert {'jax', 'flax', 'orbax-checkpoint', 'etils', 'gcsfs'} <= names
   assert not names & {'tensorflow', 'tensorflow-cpu', 'tensorflow-datasets', 'torch'}
@@ -32,6 +36,21 @@ def test_dependencies_and_extras_tensorflow_only_in_tfds():
   assert tfds <= set(extras['cuda12']) and tfds <= set(extras['test'])
   assert extras['torch'] == ['torch==2.13.0']  # The CPU build this index serves.
   assert any(d.startswith('pytest') for d in extras['test'])
+
+
+def test_supported_range_is_python_311_to_313_and_jax_010_to_012():
+  # Both ends are tested: make test (3.11, jax 0.10.2), .ci/newest_lane (3.12, newest).
+  p = project()
+  python = SpecifierSet(p['requires-python'])
+  assert [v in python for v in ('3.10.12', '3.11.0', '3.12.1', '3.13.0', '3.14.0')] == [
+      False, True, True, True, False]
+  extras = p['optional_dependencies']
+  jax_lines = [Requirement(d) for d in p['dependencies'] + extras['tpu'] + extras['cuda12']
+               if Requirement(d).name in ('jax', 'jaxlib')]
+  assert len(jax_lines) == 4
+  for line in jax_lines:
+    assert [v in line.specifier for v in ('0.10.1', '0.10.2', '0.11.2', '0.12.0.1', '0.13.0')] == [
+        False, True, True, True, False], line
 
 
 def test_console_scripts_name_functions():

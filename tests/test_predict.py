@@ -11,6 +11,8 @@ import pytest
 from conftest import REPO, make_tiny_config
 from nin_jax import datasets, input_pipeline, predict
 
+pytestmark = pytest.mark.core
+
 
 @pytest.fixture
 def run(trained_tiny_run):

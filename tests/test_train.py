@@ -21,6 +21,7 @@ def flat(tree):
   return [np.asarray(x) for x in jax.tree.leaves(tree)]
 
 
+@pytest.mark.core
 def test_learns_real_fashion_mnist_and_writes_logs(tiny_config, tmp_path):
   # 1/4-width network, 4096 real training images, two epochs: far above chance.
   config = tiny_config(**{'dataset.train_subset': 4096, 'dataset.test_subset': 1000,
@@ -49,6 +50,7 @@ def test_eval_counts_a_partial_last_batch(tiny_config, tmp_path):
   assert result['test/examples'] == 300
 
 
+@pytest.mark.core
 def test_resume_continues_exactly(tiny_config, tmp_path):
   # Dropout and data order are functions of (seed, step): stopping at step 4 and
   # resuming must give bit-identical parameters to an uninterrupted run.
