@@ -14,7 +14,6 @@ check it out (not stay on the first), and bring the venv up to date without an e
 """
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import sys
 import pytest
 
 from conftest import REPO
+from readme_blocks import edited, readme_block
 
 PYTHON312 = shutil.which('python3.12') if sys.version_info[:2] == (3, 12) else None
 PYTHON312 = PYTHON312 or next(iter(sorted(
@@ -38,21 +38,6 @@ FAKE_GCLOUD = '''gcloud() {
   echo "skipped: gcloud $*"
 }
 '''
-
-
-def readme_block(*must_contain: str) -> str:
-  with open(os.path.join(REPO, 'README.md')) as f:
-    blocks = re.findall(r'```bash\n(.*?)```', f.read(), re.S)
-  found = [b for b in blocks if all(m in b for m in must_contain)]
-  assert len(found) == 1, f'the README has {len(found)} blocks with {must_contain}'
-  return found[0]
-
-
-def changed(block: str, changes) -> str:
-  for old, new in changes:
-    assert old in block, f'the README\'s install block no longer has {old!r}'
-    block = block.replace(old, new)
-  return block
 
 
 @pytest.fixture
@@ -106,12 +91,12 @@ def run_twice(script: str, tmp_path, remote):
 
 def test_the_tpu_pod_install_runs_twice(tmp_path, remote):
   block = readme_block('tpu-vm ssh', "-e '.[tpu]'")
-  run_twice(changed(block, [("-e '.[tpu]'", "-e '.'")]), tmp_path, remote)
+  run_twice(edited(block, [("-e '.[tpu]'", "-e '.'")]), tmp_path, remote)
 
 
 def test_the_gpu_install_runs_twice(tmp_path, remote):
   block = readme_block('REF=main', "-e '.[cuda12]'")
-  run_twice(changed(block, [
+  run_twice(edited(block, [
       ("-e '.[cuda12]'", "-e '.'"),
       ('REPO=https://github.com/<you>/nin_jax.git REF=main', '# REPO, REF: the test\'s'),
   ]), tmp_path, remote)

@@ -15,6 +15,7 @@ import sys
 import pytest
 
 from conftest import REPO, TINY
+from readme_blocks import edited, readme_block
 import slurm_cluster
 
 pytestmark = pytest.mark.skipif(slurm_cluster.missing() is not None,
@@ -22,10 +23,7 @@ pytestmark = pytest.mark.skipif(slurm_cluster.missing() is not None,
 
 
 def readme_sbatch_script() -> str:
-  with open(os.path.join(REPO, 'README.md')) as f:
-    readme = f.read()
-  return re.search(r'```bash\n(#!/bin/bash\n#SBATCH --job-name=nin-cifar10\n.*?)```',
-                   readme, re.S).group(1)
+  return readme_block('#!/bin/bash\n#SBATCH --job-name=nin-cifar10\n')
 
 
 def on_this_machine(script: str, workdir) -> str:
@@ -46,10 +44,7 @@ def on_this_machine(script: str, workdir) -> str:
       ('--heartbeat_timeout_s=120\n', '--heartbeat_timeout_s=120 ' + ' '.join(
           f'--config.{k}={v}' for k, v in tiny.items()) + '\n'),
   ]
-  for old, new in changes:
-    assert old in script, f'the README\'s SLURM script no longer has {old!r}'
-    script = script.replace(old, new)
-  return script
+  return edited(script, changes)
 
 
 @pytest.fixture
