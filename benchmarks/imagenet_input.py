@@ -33,7 +33,7 @@ import psutil
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from nin_jax import imagenet_input, imagenet_mock, imagenet_resized  # noqa: E402
+from nin_jax import imagenet_input, imagenet_mock, imagenet_resized, tensorflow_loader  # noqa: E402
 
 CROP = 224
 
@@ -133,8 +133,7 @@ def _numpy(ds):
 
 
 def _tf():
-  from nin_jax import datasets
-  return datasets._import_tf()  # pylint: disable=protected-access
+  return tensorflow_loader.tensorflow()
 
 
 def main():
