@@ -152,7 +152,8 @@ def main():
     imagenet_mock.make(data_dir, args.num_images, 8, height=375, width=500, quality=90)
     imagenet_resized.convert(data_dir, resized, workers=2)
     print(f'mock ImageNet ({args.num_images} images) and its cache in {time.time() - t0:.0f}s')
-  sizes = [len(imagenet_input.TfdsImages(data_dir, 'train')[i][0]) for i in range(64)]
+  train = imagenet_input.TfdsImages(data_dir, 'train')
+  sizes = [len(train[i][0]) for i in range(min(64, len(train)))]
   print(f'{root}: JPEG mean {np.mean(sizes) / 1e3:.0f} kB; host {psutil.cpu_count()} cores, '
         f'load average {os.getloadavg()[0]:.1f}')
   rows = [
@@ -170,7 +171,7 @@ def main():
     images, wall, cpu = measure(make(), args.batches, cores)
     results[name] = images / wall
     print(f'{name:40s} {cores:5d} {images / wall:7.0f} {images / wall / cores:10.0f} '
-          f'{images / cpu:9.0f}', flush=True)
+          f'{images / cpu if cpu else float("nan"):9.0f}', flush=True)  # cpu: 0 at toy sizes
   scale = lambda a, b: results[b] / results[a]  # noqa: E731
   print(f'1→2 workers: grain {scale("grain, 1 worker", "grain, 2 workers"):.2f}×, '
         f'grain + cache {scale("grain + resized cache, 1 worker", "grain + resized cache, 2 workers"):.2f}×, '
