@@ -14,7 +14,7 @@ time, and the budgets add up to 8 minutes on one H200):
                  float32 at batch 512, 2048 and 128: the loop's own compiled
                  call (train_steps, 8 steps per dispatch, batches gathered from
                  data on the device).
-  torch_peer     The PyTorch peer (nin_jax/torch_nin.py: bf16 autocast,
+  torch_peer     The PyTorch peer (nin_jax/research/torch_nin.py: bf16 autocast,
                  channels_last, torch.compile) at the same batches on the same
                  GPU, and JAX bf16 / PyTorch (read from nin_cifar.json).
   fashion_mnist  Wall time to 93% Fashion-MNIST test accuracy with the data on
@@ -106,7 +106,10 @@ def peak_tflops(device_kind: str, dtype: str) -> float | None:
 def nin_cifar_throughput(out: SectionOutput, smoke: bool) -> dict:
   """Img/s, TFLOP/s and MFU of the compiled train call per dtype and batch."""
   import jax
-  from nin_jax import benchmark, config as config_lib, models, presets
+  from nin_jax.research import benchmark
+  from nin_jax.train import config as config_lib
+  from nin_jax.model import models
+  from nin_jax.model import presets
   kind = jax.devices()[0].device_kind
   flops = models.train_flops_per_example(presets.cifar10())
   for dtype in ('bfloat16', 'float32'):
@@ -141,7 +144,7 @@ def torch_peer(out: SectionOutput, smoke: bool, jax_rows: list[dict]) -> dict:
   """The PyTorch peer at the same batches; `skipped` says why it did not run."""
   try:
     import torch
-    from nin_jax import torch_nin
+    from nin_jax.research import torch_nin
   except ImportError as e:
     print(f'  PyTorch peer: skipped ({e})', flush=True)
     return out.finish(skipped=f'torch is not importable here: {e}')
@@ -176,7 +179,9 @@ def fashion_mnist_time_to_target(out: SectionOutput, smoke: bool, idx_dir: str,
   """The real loop, data on device, until the end of its schedule; the first
   eval at or above `target` gives the time, with compile time shown apart."""
   import jax
-  from nin_jax import datasets, metrics, train
+  from nin_jax.data import datasets
+  from nin_jax.runtime import metrics
+  from nin_jax.train import loop as train
   from nin_jax.configs import fashion_mnist
   try:
     datasets.load_arrays('fashion_mnist', 'test', source='idx', idx_dir=idx_dir or None)
@@ -242,7 +247,10 @@ def environment(out: SectionOutput) -> dict:
   import importlib.metadata
   import jax
   import nin_jax
-  from nin_jax import benchmark, datasets, metrics, train  # noqa: F401 — what the sections use
+  from nin_jax.research import benchmark  # noqa: F401 — what the sections use
+  from nin_jax.data import datasets  # noqa: F401 — what the sections use
+  from nin_jax.runtime import metrics  # noqa: F401 — what the sections use
+  from nin_jax.train import loop as train  # noqa: F401 — what the sections use
   versions = {}
   for name in ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'tensorboard', 'numpy',
                'ml_collections', 'etils', 'torch'):
@@ -302,7 +310,7 @@ def main(argv=None) -> dict:
   if args.budgets:
     print('\n'.join(f'{k} {v}' for k, v in SECTION_BUDGET_S.items()))
     return {}
-  from nin_jax import process_setup
+  from nin_jax.runtime import process_setup
   process_setup.configure()  # What every entry point does before jax starts.
   if args.output_dir:
     os.makedirs(args.output_dir, exist_ok=True)

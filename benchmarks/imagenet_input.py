@@ -4,7 +4,7 @@
 
 Writes mock ImageNet-like JPEGs (500×375, quality 90, ~photo-sized files),
 prepares them with TFDS's imagenet2012 builder (ArrayRecord) and its
-pre-resized cache (nin_jax/imagenet_resized.py), then times the training
+pre-resized cache (nin_jax/data/imagenet_resized.py), then times the training
 stream of each pipeline (decode, warp to 256², random 224 crop, mirror, mean):
 
 - this pipeline (Grain workers over the TFDS records) at 1 and 2 workers;
@@ -33,7 +33,10 @@ import psutil
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from nin_jax import imagenet_input, imagenet_mock, imagenet_resized, tensorflow_loader  # noqa: E402
+from nin_jax.data import imagenet_input  # noqa: E402
+from nin_jax.data import imagenet_mock  # noqa: E402
+from nin_jax.data import imagenet_resized  # noqa: E402
+from nin_jax.runtime import tensorflow_loader  # noqa: E402
 
 CROP = 224
 

@@ -11,7 +11,7 @@
     python experiments/benchmark.py --warmup=5 --profile_steps=2:5 --profile_dir=/tmp/prof
 """
 
-from nin_jax import entry
+from nin_jax.cli import entry
 
 if __name__ == '__main__':
   entry.benchmark()

@@ -1,6 +1,6 @@
 """Train the paper's NIN on CIFAR-10. See nin_jax/configs/cifar10.py."""
 
-from nin_jax import entry
+from nin_jax.cli import entry
 
 if __name__ == '__main__':
   entry.train('cifar10')

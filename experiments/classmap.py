@@ -5,10 +5,10 @@
 
 Loads the run's config.json and newest (or --step) checkpoint and renders, for
 each test image, the image and the last mlpconv layer's maps of its top-k
-predicted classes. See nin_jax/classmap.py.
+predicted classes. See nin_jax/research/classmap.py.
 """
 
-from nin_jax import entry
+from nin_jax.cli import entry
 
 if __name__ == '__main__':
   entry.classmap()

@@ -4,8 +4,8 @@
         --workdir=workdirs/nin_zoo [--mean=imagenet_mean.binaryproto] \
         [--data_dir=DIR] [cat.jpg dog.png ...]
 
-Converts the `.caffemodel` (nin_jax/caffe_zoo.py) into a workdir that
-`nin_jax.predict.load` reads. If the dataset is prepared (ImageNet:
+Converts the `.caffemodel` (nin_jax/research/caffe_zoo.py) into a workdir that
+`nin_jax.train.predict.load` reads. If the dataset is prepared (ImageNet:
 `imagenet2012` in TFDS under --data_dir) it reports top-1/top-5 on the
 validation split (the paper: 59.36% top-1, centre crop); otherwise it prints
 the top-5 classes of each image file given. Images are warped to 256², then
@@ -19,7 +19,7 @@ CIFAR-10 training split (--data_dir) to fit the whitening.
 
 import sys
 
-from nin_jax import process_setup
+from nin_jax.runtime import process_setup
 
 process_setup.configure()  # This script is an entry point: before jax loads.
 
@@ -27,7 +27,7 @@ process_setup.configure()  # This script is an entry point: before jax loads.
 import numpy as np
 from absl import app, flags
 
-from nin_jax import cli
+from nin_jax.cli import train_command as cli
 
 flags.DEFINE_string('caffemodel', None, 'The zoo .caffemodel file.')
 flags.DEFINE_enum('zoo', 'imagenet', ['imagenet', 'cifar10'], 'Which zoo model it is.')
@@ -51,7 +51,10 @@ def load_image(path: str, size: int, resize: int = 256) -> np.ndarray:
 
 
 def _main(argv):
-  from nin_jax import caffe_zoo, datasets, input_pipeline, predict
+  from nin_jax.research import caffe_zoo
+  from nin_jax.data import datasets
+  from nin_jax.data import input_pipeline
+  from nin_jax.train import predict
   cli.library_logs_at_warning()  # Orbax logs the conversion's save and load at INFO.
   images = argv[1:]
   try:

@@ -1,6 +1,6 @@
 """Train NIN on Fashion-MNIST (offline quickstart). See nin_jax/configs/fashion_mnist.py."""
 
-from nin_jax import entry
+from nin_jax.cli import entry
 
 if __name__ == '__main__':
   entry.train('fashion_mnist')

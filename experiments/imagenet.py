@@ -1,6 +1,6 @@
 """Train the Caffe-zoo ImageNet NIN. See nin_jax/configs/imagenet.py."""
 
-from nin_jax import entry
+from nin_jax.cli import entry
 
 if __name__ == '__main__':
   entry.train('imagenet')

@@ -8,7 +8,7 @@ Trials live in <workdir>/trial_<i>_<key=value...>/; rerunning skips finished
 trials and resumes an interrupted one. --dry_run prints each trial's command.
 """
 
-from nin_jax import entry
+from nin_jax.cli import entry
 
 if __name__ == '__main__':
   entry.sweep()

@@ -1,6 +1,6 @@
 """Writes Caffe `.caffemodel` files in the protobuf wire format, for tests only.
 
-Independent of nin_jax.caffe_zoo's reader: the blobs are laid out here from a
+Independent of nin_jax.research.caffe_zoo's reader: the blobs are laid out here from a
 nin_jax model's parameters the way Caffe stores them (out, in, kh, kw; BGR
 input channels for conv1), so a round trip exercises the reader's transposes.
 """

@@ -38,7 +38,7 @@ def main() -> None:
   _simulate()
   import jax
   from jax.experimental import multihost_utils
-  from nin_jax import sharding
+  from nin_jax.runtime import sharding
   out = sys.argv[1]
   try:
     sharding.maybe_initialize_distributed()

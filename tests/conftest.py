@@ -40,7 +40,7 @@ def _torch_importable() -> bool:
   return True
 
 
-# Tests of the PyTorch peer (nin_jax/torch_nin.py). `make test` installs torch
+# Tests of the PyTorch peer (nin_jax/research/torch_nin.py). `make test` installs torch
 # (the `test` extra), so they run there; they skip, saying
 # why, only where torch is not installed.
 requires_torch = pytest.mark.skipif(
@@ -95,7 +95,7 @@ def read_jsonl(path):
 @pytest.fixture(scope='session')
 def trained_tiny_run(tmp_path_factory):
   """(workdir, config) of one finished tiny Fashion-MNIST run (8 steps), shared."""
-  from nin_jax import train
+  from nin_jax.train import loop as train
   workdir = tmp_path_factory.mktemp('tiny_run')
   config = make_tiny_config(num_epochs=1.0)
   train.train_and_evaluate(config, str(workdir))

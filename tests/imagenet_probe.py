@@ -25,7 +25,7 @@ def digest(batch) -> str:
 
 
 def stream(data_dir: str, start: int, workers: int) -> None:
-  from nin_jax import imagenet_input
+  from nin_jax.data import imagenet_input
   data = imagenet_input.ImageNetData(data_dir, crop=32, workers=workers)
   for step, batch in enumerate(data.train_batches(BATCH, SEED, start), start):
     print(f'step {step} {digest(batch)}', flush=True)
@@ -35,7 +35,8 @@ def mean(data_dir, cache_dir, out, process_id, num_processes, port) -> None:
   import jax
   if int(num_processes) > 1:
     jax.distributed.initialize(f'127.0.0.1:{port}', int(num_processes), int(process_id))
-  from nin_jax import imagenet_input, mean_image
+  from nin_jax.data import imagenet_input
+  from nin_jax.data import mean_image
   images = imagenet_input.TfdsImages(data_dir, 'train')
   np.save(out, mean_image.imagenet_mean_image(images, cache_dir, workers=1))
 

@@ -26,7 +26,9 @@ nin_jax.configure_process()  # What experiments/fashion_mnist.py's entry does, b
 
 from jax.experimental import multihost_utils
 
-from nin_jax import checkpoint, cli, train
+from nin_jax.runtime import checkpoint
+from nin_jax.cli import train_command as cli
+from nin_jax.train import loop as train
 
 seen = {'equality_checks': [], 'restored_step': None}
 phase = 'start-up'

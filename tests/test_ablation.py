@@ -11,7 +11,9 @@ import os
 import pytest
 
 from conftest import REPO, TINY, make_tiny_config, run_cli
-from nin_jax import ablation, sweeps, trials
+from nin_jax.research import ablation
+from nin_jax.research import sweeps
+from nin_jax.research import trials
 
 BASE = {**TINY, 'max_steps': 2}
 

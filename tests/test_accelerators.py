@@ -7,7 +7,7 @@ The hardware is simulated by a fake /dev and /proc tree
 import pytest
 
 from conftest import TINY, run_cli
-from nin_jax import accelerators
+from nin_jax.runtime import accelerators
 
 
 def fake_root(tmp_path, *files):

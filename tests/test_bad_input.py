@@ -14,7 +14,7 @@ import pytest
 
 import caffe_writer
 from conftest import REPO, TINY, run_cli
-from nin_jax import config as config_lib
+from nin_jax.train import config as config_lib
 
 
 def refused(proc, message, *, status=2):
@@ -266,7 +266,7 @@ def test_sweep_and_ablation_refuse_a_config_file_that_fails_in_one_line(
     ('ablation', ['--fc_dropout', '--seeds', '--[no]dry_run', '--workdir'])])
 def test_console_scripts_help_describes_the_command_and_its_flags(command, own_flags):
   # As the console script nin-sweep runs it: a __main__ without a docstring.
-  code = f'import sys\nfrom nin_jax.entry import {command}\nsys.exit({command}())\n'
+  code = f'import sys\nfrom nin_jax.cli.entry import {command}\nsys.exit({command}())\n'
   proc = subprocess.run([sys.executable, '-c', code, '--help'], capture_output=True,
                         text=True, env={**os.environ, 'PYTHONPATH': REPO}, timeout=300)
   assert f'nin-{command}: ' in proc.stdout.splitlines()[0], proc.stdout
@@ -279,7 +279,7 @@ def test_console_scripts_help_describes_the_command_and_its_flags(command, own_f
 
 def zoo_params():
   from flax import nnx
-  from nin_jax import steps
+  from nin_jax.train import steps
   model_config = config_lib.base_config().model
   model_config.preset, model_config.width_multiplier = 'imagenet', 0.125
   model = steps.build_model(model_config, 1000, (224, 224, 3), seed=0)
@@ -317,11 +317,12 @@ def test_a_caffemodel_with_nan_or_inf_weights_is_one_line(tmp_path):
   assert not (tmp_path / 'zoo').exists()
 
 
-# --- The predictor (nin_jax/predict.py) ----------------------------------------------
+# --- The predictor (nin_jax/train/predict.py) ----------------------------------------------
 
 def test_the_predictor_takes_single_channel_images_with_or_without_their_channel_axis(
     trained_tiny_run):
-  from nin_jax import datasets, predict
+  from nin_jax.data import datasets
+  from nin_jax.train import predict
   predictor = predict.load(str(trained_tiny_run[0]))
   raw, _ = datasets.load_arrays('fashion_mnist', 'test', source='idx')
   batch = np.asarray(raw[:3]).reshape(3, 28, 28, 1)

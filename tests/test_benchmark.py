@@ -8,7 +8,10 @@ import sys
 import pytest
 
 from conftest import REPO, requires_torch, run_cli
-from nin_jax import benchmark, config as config_lib, models, presets
+from nin_jax.research import benchmark
+from nin_jax.train import config as config_lib
+from nin_jax.model import models
+from nin_jax.model import presets
 
 
 def small_config(preset='cifar10'):
@@ -47,7 +50,7 @@ def test_comparing_a_different_network_is_refused():
 
 @requires_torch
 def test_pytorch_peer_is_the_same_network():
-  from nin_jax import torch_nin
+  from nin_jax.research import torch_nin
   for preset, params in (('cifar10', 966_986), ('imagenet', 7_595_176)):
     assert sum(p.numel() for p in torch_nin.build_model(preset).parameters()) == params
 

@@ -5,7 +5,9 @@ import pytest
 from flax import nnx
 
 import caffe_writer
-from nin_jax import caffe_zoo, config as config_lib, steps
+from nin_jax.research import caffe_zoo
+from nin_jax.train import config as config_lib
+from nin_jax.train import steps
 
 
 def _model_config(preset, width=0.25):
@@ -123,7 +125,7 @@ def test_eval_pretrained_converts_and_predicts_on_image_files(tmp_path):
   x = pixels[16:240, 16:240].astype(np.float32) - np.float32(caffe_zoo.IMAGENET_MEAN_RGB)
   probs = np.asarray(__import__('jax').nn.softmax(model(x[None]), -1))[0]
   best = int(np.argmax(probs))
-  from nin_jax import predict
+  from nin_jax.train import predict
   name = predict.class_names('imagenet2012', 1000)[best]
   assert name.startswith('n') and line.split(': ')[1].startswith(f'{name} {probs[best]:.3f}')
 
@@ -131,7 +133,8 @@ def test_eval_pretrained_converts_and_predicts_on_image_files(tmp_path):
 def test_converted_imagenet_model_evaluates_on_the_validation_split(tmp_path):
   """The path eval_pretrained.py takes when ImageNet is prepared (mock TFDS data here)."""
   import tensorflow_datasets as tfds
-  from nin_jax import imagenet_input, predict
+  from nin_jax.data import imagenet_input
+  from nin_jax.train import predict
   model, params = _random_model('imagenet', 1000, (224, 224, 3), seed=6)
   path = tmp_path / 'nin.caffemodel'
   path.write_bytes(caffe_writer.net(params, bgr=True))

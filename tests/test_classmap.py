@@ -6,7 +6,11 @@ import pytest
 from flax import nnx
 
 from conftest import make_tiny_config, run_cli
-from nin_jax import checkpoint, classmap, input_pipeline, predict, steps
+from nin_jax.runtime import checkpoint
+from nin_jax.research import classmap
+from nin_jax.data import input_pipeline
+from nin_jax.train import predict
+from nin_jax.train import steps
 
 
 @pytest.fixture(scope='module')

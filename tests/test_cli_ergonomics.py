@@ -6,7 +6,8 @@ import ml_collections
 import pytest
 
 from conftest import REPO, TINY, run_cli
-from nin_jax import config as config_lib, config_doc
+from nin_jax.train import config as config_lib
+from nin_jax.cli import config_doc
 
 
 def _leaves(config, prefix=''):
@@ -20,7 +21,7 @@ def _leaves(config, prefix=''):
 def test_every_config_field_has_its_comment_from_config_py():
   comments = config_doc.field_comments()
   missing = [f for f in _leaves(config_lib.base_config()) if not comments.get(f)]
-  assert not missing, f'fields without a comment in nin_jax/config.py: {missing}'
+  assert not missing, f'fields without a comment in nin_jax/train/config.py: {missing}'
   assert comments['optim.batch_size'] == 'global, across all devices and hosts'
 
 

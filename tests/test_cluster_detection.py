@@ -86,7 +86,7 @@ def test_jax_still_says_it_found_no_cluster_in_the_words_nin_jax_reads():
   result = subprocess.run([sys.executable, '-c', code], env=clean_env(), capture_output=True,
                           text=True, timeout=120)
   message, initialized = result.stdout.splitlines()
-  from nin_jax import sharding  # pylint: disable=g-import-not-at-top
+  from nin_jax.runtime import sharding  # pylint: disable=g-import-not-at-top
   assert message.startswith(sharding._NO_CLUSTER), result.stdout + result.stderr
   assert initialized == 'False'
 

@@ -10,7 +10,7 @@ import re
 import pytest
 
 from conftest import REPO, TINY, run_cli
-from nin_jax import config as config_lib
+from nin_jax.train import config as config_lib
 
 pytestmark = pytest.mark.core
 
@@ -77,7 +77,7 @@ def test_command_line_overrides_reach_the_run(tmp_path):
   assert saved['model']['fc_hidden'] == [16]
   assert saved['seed'] == 7
   assert 'final test accuracy' in proc.stdout
-  assert re.search(r'^\d+m\d\ds wall over 1 launch \(python -m nin_jax.run_history ',
+  assert re.search(r'^\d+m\d\ds wall over 1 launch \(python -m nin_jax.train.run_history ',
                    proc.stdout, re.M)
 
 

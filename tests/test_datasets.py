@@ -1,4 +1,4 @@
-"""Tests for nin_jax.datasets: TFDS (mocked and missing), IDX parsing, real Fashion-MNIST."""
+"""Tests for nin_jax.data.datasets: TFDS (mocked and missing), IDX parsing, real Fashion-MNIST."""
 
 import gzip
 import os
@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from nin_jax import datasets
-from nin_jax.datasets import DATASETS, DatasetError, load_arrays
+from nin_jax.data import datasets
+from nin_jax.data.datasets import DATASETS, DatasetError, load_arrays
 
 FASHION_DIR = '/usr/share/datasets/fashion-mnist'
 

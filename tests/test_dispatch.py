@@ -10,7 +10,11 @@ import numpy as np
 import pytest
 
 from conftest import make_tiny_config, read_jsonl
-from nin_jax import checkpoint, config as config_lib, dispatch, steps, train
+from nin_jax.runtime import checkpoint
+from nin_jax.train import config as config_lib
+from nin_jax.train import dispatch
+from nin_jax.train import steps
+from nin_jax.train import loop as train
 
 pytestmark = pytest.mark.core
 

@@ -131,7 +131,7 @@ def test_sweep_and_ablation_run_report_and_resume_in_a_bucket(gcs, tmp_path):
   base = [f'--config.{k}={v}' for k, v in {**TINY, 'max_steps': 2}.items()]
   sweep_config = tmp_path / 'two_rates.py'
   sweep_config.write_text(
-      'from nin_jax import sweeps\nfrom nin_jax.configs.fashion_mnist import get_config\n\n'
+      'from nin_jax.research import sweeps\nfrom nin_jax.configs.fashion_mnist import get_config\n\n'
       "def sweep():\n  return sweeps.grid(**{'optim.learning_rate': (0.02, 0.05)})\n")
   sweep = run_cli('sweep.py', f'gs://{BUCKET}/sweep', {},
                   extra_args=[f'--config={sweep_config}', *base])
@@ -171,7 +171,7 @@ def test_sweep_and_ablation_run_report_and_resume_in_a_bucket(gcs, tmp_path):
 
 
 def test_two_runs_taking_over_a_dead_runs_bucket_lock_cannot_both_win(gcs):
-  from nin_jax import workdir_lock
+  from nin_jax.runtime import workdir_lock
   workdir = f'gs://{BUCKET}/locked'
   stale = {'host': 'preempted-host', 'pid': 4242, 'started_utc': '2026-01-01 00:00:00 UTC',
            'token': 'theirs', 'heartbeat': time.time() - 2 * workdir_lock.STALE_AFTER_S}
@@ -203,7 +203,7 @@ def test_two_runs_taking_over_a_dead_runs_bucket_lock_cannot_both_win(gcs):
 
 
 def test_an_unreadable_bucket_lock_goes_stale_by_the_objects_own_time(gcs):
-  from nin_jax import workdir_lock
+  from nin_jax.runtime import workdir_lock
   workdir = f'gs://{BUCKET}/damaged-lock'
   (epath.Path(workdir) / workdir_lock.LOCK_FILE).write_text('not a lock')
   with pytest.raises(workdir_lock.WorkdirLockedError, match='is unreadable'):
@@ -257,7 +257,7 @@ def test_a_bucket_that_refuses_get_bucket_is_one_line_with_the_grant(gcs, proxy)
     ('storage.objects.delete', 'roles/storage.objectAdmin')])
 def test_each_permission_a_run_uses_is_checked_at_start_up(gcs, proxy, monkeypatch,
                                                             permission, role):
-  from nin_jax import bucket_access
+  from nin_jax.runtime import bucket_access
   for key, value in proxy.env.items():
     monkeypatch.setenv(key, value)
   workdir = f'gs://{BUCKET}/denied-{permission.rsplit(".", 1)[1]}'
@@ -370,7 +370,7 @@ def test_appended_files_reach_the_bucket_at_its_pace(gcs, proxy):
   # The composed event file reads back whole: one train/loss per step.
   from tensorboard.compat.proto import event_pb2
 
-  from nin_jax import event_files
+  from nin_jax.runtime import event_files
   payloads, cut_short = event_files._records(
       (epath.Path(f'gs://{BUCKET}') / events).read_bytes())
   assert not cut_short

@@ -7,7 +7,7 @@ import os
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import metadata
 
-from nin_jax import metrics
+from nin_jax.runtime import metrics
 
 
 def _session_hparams(logdir):

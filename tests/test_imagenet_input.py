@@ -18,7 +18,10 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from nin_jax import imagenet_input, imagenet_mock, imagenet_resized, mean_image
+from nin_jax.data import imagenet_input
+from nin_jax.data import imagenet_mock
+from nin_jax.data import imagenet_resized
+from nin_jax.data import mean_image
 
 PROBE = os.path.join(REPO, 'tests', 'imagenet_probe.py')
 NUM_TRAIN, NUM_VAL = 16, 5
@@ -225,7 +228,7 @@ def test_the_pre_resized_cache_feeds_the_same_preprocessing(data_dir, tmp_path):
 
 def test_the_cache_command_says_what_is_missing_in_one_line(tmp_path):
   proc = subprocess.run(
-      [sys.executable, '-m', 'nin_jax.imagenet_resized', f'--data_dir={tmp_path / "none"}',
+      [sys.executable, '-m', 'nin_jax.data.imagenet_resized', f'--data_dir={tmp_path / "none"}',
        f'--out_dir={tmp_path / "cache"}'], capture_output=True, text=True,
       env={**os.environ, 'PYTHONPATH': REPO}, timeout=300)
   assert proc.returncode == 2, proc.stderr[-2000:]

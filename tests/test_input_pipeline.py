@@ -6,7 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nin_jax import augment, datasets, input_pipeline
+from nin_jax.data import augment
+from nin_jax.data import datasets
+from nin_jax.data import input_pipeline
 
 
 def tiny_data(n=50):

@@ -5,7 +5,10 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from nin_jax import datasets, imagenet_input, input_pipeline, mean_image
+from nin_jax.data import datasets
+from nin_jax.data import imagenet_input
+from nin_jax.data import input_pipeline
+from nin_jax.data import mean_image
 
 
 def test_mean_image_is_the_per_pixel_mean_over_batches():

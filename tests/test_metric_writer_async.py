@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from nin_jax import metrics, train
+from nin_jax.runtime import metrics
+from nin_jax.train import loop as train
 
 
 class SlowWriter:

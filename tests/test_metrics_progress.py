@@ -2,7 +2,7 @@
 
 import io
 
-from nin_jax import metrics
+from nin_jax.runtime import metrics
 
 
 def test_img_per_s_excludes_paused_time(monkeypatch):

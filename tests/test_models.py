@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from nin_jax import models, presets
+from nin_jax.model import models
+from nin_jax.model import presets
 
 
 def abstract_model(preset, **kwargs):

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO, TINY, read_jsonl, run_cli
-from nin_jax import checkpoint, sharding
+from nin_jax.runtime import checkpoint
+from nin_jax.runtime import sharding
 
 # The randomness a data-parallel split could get wrong, switched on.
 RANDOM = {**TINY, 'model.dropout_rate': 0.5, 'augment.translate': 2,

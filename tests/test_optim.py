@@ -4,8 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nin_jax import config as config_lib
-from nin_jax import optim
+from nin_jax.train import config as config_lib
+from nin_jax.train import optim
 
 ROLES = {'w': 'weight', 'b': 'bias', 'lw': 'last_weight', 'lb': 'last_bias', 'n': 'norm'}
 

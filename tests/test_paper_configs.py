@@ -9,7 +9,11 @@ import pytest
 import tensorflow_datasets as tfds
 
 from conftest import REPO
-from nin_jax import imagenet_input, input_pipeline, models, presets, train
+from nin_jax.data import imagenet_input
+from nin_jax.data import input_pipeline
+from nin_jax.model import models
+from nin_jax.model import presets
+from nin_jax.train import loop as train
 
 CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(
     os.path.join(REPO, 'nin_jax', 'configs', '[!_]*.py')))
@@ -68,7 +72,7 @@ def test_cifar100_is_the_authors_files_not_the_papers_sentence():
 def test_cifar10_caffe_is_the_zoo_solver():
   # 120k iterations at batch 128, one ×0.1 step at 100k; cccp6 weights and
   # biases at blobs_lr 0.1 (bias rate 0.01); average pool2; no augmentation.
-  from nin_jax import optim
+  from nin_jax.train import optim
   c = get_config('cifar10_caffe')
   steps_per_epoch = input_pipeline.steps_per_epoch(50_000, c.optim.batch_size)
   assert c.optim.batch_size == 128
@@ -161,7 +165,7 @@ def test_imagenet_pipeline_crops_mirrors_and_subtracts_the_mean():
 
 
 def test_imagenet_missing_is_a_clear_error(tmp_path):
-  from nin_jax import datasets
+  from nin_jax.data import datasets
   with pytest.raises(datasets.DatasetError, match='manual_dir'):
     imagenet_input.ImageNetData(str(tmp_path))
 

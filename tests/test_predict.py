@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from conftest import REPO, make_tiny_config
-from nin_jax import datasets, input_pipeline, predict
+from nin_jax.data import datasets
+from nin_jax.data import input_pipeline
+from nin_jax.train import predict
 
 pytestmark = pytest.mark.core
 

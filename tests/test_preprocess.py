@@ -1,4 +1,4 @@
-"""Tests for nin_jax.preprocess (standardisation, GCN, ZCA + cache) and nin_jax.lcn (LCN)."""
+"""Tests for nin_jax.data.preprocess (standardisation, GCN, ZCA + cache) and nin_jax.data.lcn (LCN)."""
 
 import os
 
@@ -6,9 +6,10 @@ from absl import logging
 import numpy as np
 import pytest
 
-from nin_jax import lcn, preprocess
-from nin_jax.lcn import local_contrast_normalize
-from nin_jax.preprocess import (ZCA, apply_zca, channel_stats, fit_zca,
+from nin_jax.data import lcn
+from nin_jax.data import preprocess
+from nin_jax.data.lcn import local_contrast_normalize
+from nin_jax.data.preprocess import (ZCA, apply_zca, channel_stats, fit_zca,
                                 gcn_zca, global_contrast_normalize, standardize)
 
 

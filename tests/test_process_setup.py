@@ -13,7 +13,8 @@ import types
 import pytest
 
 from conftest import REPO, run_cli
-from nin_jax import process_setup, tensorflow_loader
+from nin_jax.runtime import process_setup
+from nin_jax.runtime import tensorflow_loader
 
 
 def _run_python(code: str, **env) -> subprocess.CompletedProcess:
@@ -33,7 +34,7 @@ import fsspec.config, jax, flax.nnx, optax, orbax.checkpoint, etils.epath, matpl
 environ, fsspec_conf = dict(os.environ), json.dumps(fsspec.config.conf, sort_keys=True)
 import nin_jax
 modules = [m.name for m in pkgutil.walk_packages(nin_jax.__path__, 'nin_jax.')
-           if m.name != 'nin_jax.torch_nin']  # torch is the test extra's, not a user's
+           if m.name != 'nin_jax.research.torch_nin']  # torch is the test extra's, not a user's
 for name in modules:
   importlib.import_module(name)
 changed = sorted(k for k in set(environ) | set(os.environ) if environ.get(k) != os.environ.get(k))
@@ -75,7 +76,7 @@ def test_without_the_private_jax_api_backends_started_is_unknown(monkeypatch):
 
 def test_without_the_private_jax_api_no_error_is_posted_to_other_processes(monkeypatch):
   import jax._src  # pylint: disable=g-import-not-at-top
-  from nin_jax import host_errors  # pylint: disable=g-import-not-at-top
+  from nin_jax.runtime import host_errors  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(jax._src, 'distributed', types.ModuleType('moved'))  # as if jax moved it
   assert host_errors._client() is None
   host_errors.watch()  # Starts nothing, raises nothing.
@@ -84,10 +85,10 @@ def test_without_the_private_jax_api_no_error_is_posted_to_other_processes(monke
 # Every private jax API nin_jax still uses, and why each is safe when jax moves it.
 PRIVATE_JAX_APIS = {
     # process_setup.jax_backends_started: unknown (None) if gone, then a warning.
-    ('nin_jax/process_setup.py', 'jax._src.xla_bridge'),
+    ('nin_jax/runtime/process_setup.py', 'jax._src.xla_bridge'),
     # host_errors._client: jax's key-value store; if gone, an error of one
     # process stops the others only at their next collective, as before.
-    ('nin_jax/host_errors.py', 'jax._src.distributed'),
+    ('nin_jax/runtime/host_errors.py', 'jax._src.distributed'),
 }
 
 

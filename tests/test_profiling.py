@@ -6,7 +6,7 @@ import os
 import pytest
 
 from conftest import run_cli
-from nin_jax import profiling
+from nin_jax.runtime import profiling
 
 
 def _trace_files(logdir):

@@ -6,7 +6,8 @@ import sys
 import jax
 
 from conftest import REPO, TINY, run_cli
-from nin_jax import provenance, run_history
+from nin_jax.runtime import provenance
+from nin_jax.train import run_history
 
 
 def test_a_launch_records_its_commit_versions_and_devices_and_run_history_prints_them(tmp_path):
@@ -24,7 +25,7 @@ def test_a_launch_records_its_commit_versions_and_devices_and_run_history_prints
   assert (record['backend'], record['device_kind']) == ('cpu', 'cpu')
   assert (record['device_count'], record['process_count']) == (2, 1)
 
-  listing = subprocess.run([sys.executable, '-m', 'nin_jax.run_history', str(workdir)],
+  listing = subprocess.run([sys.executable, '-m', 'nin_jax.train.run_history', str(workdir)],
                            capture_output=True, text=True, check=True, cwd=REPO).stdout
   assert provenance.describe(record) in listing
   assert f'commit {head[:10]}' in listing and '2 × cpu (cpu) in 1 process' in listing

@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO, TINY, make_tiny_config, read_jsonl, run_cli
-from nin_jax import checkpoint, train
+from nin_jax.runtime import checkpoint
+from nin_jax.train import loop as train
 
 # Two epochs of 8 steps; checkpoints every 4 steps, eval every 8.
 RUN = {**TINY, 'max_steps': 16}
@@ -345,7 +346,7 @@ def test_a_second_ctrl_c_stops_at_once(tmp_path):
   assert 'interrupted at step' not in run.text
 
 
-TWO_SEEDS = 'from nin_jax import sweeps\nfrom nin_jax.configs.fashion_mnist import get_config\n\n' \
+TWO_SEEDS = 'from nin_jax.research import sweeps\nfrom nin_jax.configs.fashion_mnist import get_config\n\n' \
             'def sweep():\n  return sweeps.grid(seed=(0, 1))\n'
 
 
@@ -461,7 +462,7 @@ def test_a_second_run_on_a_workdir_is_refused_and_a_dead_runs_lock_is_taken_over
 def test_a_lock_whose_heartbeat_stopped_is_taken_over_though_its_pid_lives(tmp_path):
   # The issue's case: a lock naming pid 1 (alive, with its real start time) whose
   # heartbeat is 80 minutes old. A live run refreshes it every 30 s.
-  from nin_jax import workdir_lock
+  from nin_jax.runtime import workdir_lock
   workdir = tmp_path / 'run'
   workdir.mkdir()
   (workdir / 'workdir.lock').write_text(json.dumps({
@@ -562,8 +563,8 @@ def test_deleting_the_config_files_does_not_disarm_the_resume_check(two_checkpoi
 
 
 def list_launches(workdir):
-  """`python -m nin_jax.run_history WORKDIR`, as a user runs it."""
-  return subprocess.run([sys.executable, '-m', 'nin_jax.run_history', str(workdir)],
+  """`python -m nin_jax.train.run_history WORKDIR`, as a user runs it."""
+  return subprocess.run([sys.executable, '-m', 'nin_jax.train.run_history', str(workdir)],
                         capture_output=True, text=True, env={**os.environ, 'PYTHONPATH': REPO})
 
 
@@ -682,7 +683,7 @@ def test_the_readme_tables_every_exit_status():
 # --- No library noise when nothing is wrong ---------------------------------------
 
 def test_predict_load_prints_nothing(trained_tiny_run):
-  code = 'import sys\nfrom nin_jax import predict\npredict.load(sys.argv[1])\n'
+  code = 'import sys\nfrom nin_jax.train import predict\npredict.load(sys.argv[1])\n'
   proc = subprocess.run([sys.executable, '-c', code, str(trained_tiny_run[0])],
                         capture_output=True, text=True, timeout=300, cwd=REPO,
                         env={**os.environ, 'PYTHONPATH': REPO, 'JAX_PLATFORMS': 'cpu'})
@@ -693,7 +694,8 @@ def test_predict_load_prints_nothing(trained_tiny_run):
 def test_the_ablation_report_probes_no_accelerator(tmp_path):
   # Three variants' directories as the runner leaves them (the report reads
   # their configs to count parameters); JAX_PLATFORMS unset, as a user's shell has it.
-  from nin_jax import ablation, sweeps
+  from nin_jax.research import ablation
+  from nin_jax.research import sweeps
   for index, (variant, overrides) in enumerate(ablation.variant_overrides().items()):
     (tmp_path / variant).mkdir()
     (tmp_path / variant / 'overrides.json').write_text(
@@ -712,7 +714,7 @@ def test_the_ablation_report_probes_no_accelerator(tmp_path):
 
 def test_a_workdir_named_in_chinese_plots_without_glyph_warnings(trained_tiny_run, tmp_path):
   import warnings
-  from nin_jax import metrics
+  from nin_jax.runtime import metrics
   workdir = tmp_path / '实验_运行'
   workdir.mkdir()
   shutil.copy(trained_tiny_run[0] / 'metrics.jsonl', workdir / 'metrics.jsonl')
@@ -728,7 +730,7 @@ def test_a_workdir_named_in_chinese_plots_without_glyph_warnings(trained_tiny_ru
 def test_a_profile_cut_short_says_which_steps_it_holds(tmp_path, capsys):
   # A resumed launch that starts inside the range, or a stop before its end,
   # traces fewer steps than asked: the report names the ones traced.
-  from nin_jax import profiling
+  from nin_jax.runtime import profiling
   import jax.numpy as jnp
   profiler = profiling.StepProfiler(tmp_path / 'profile', (2, 6))
   for step in (4, 5):  # Resumed at step 4.

@@ -13,7 +13,9 @@ import ml_collections
 import pytest
 
 from conftest import REPO, TINY, run_cli
-from nin_jax import sweep_report, sweeps, trials
+from nin_jax.research import sweep_report
+from nin_jax.research import sweeps
+from nin_jax.research import trials
 
 FASHION_CONFIG = os.path.join(REPO, 'nin_jax', 'configs', 'fashion_mnist.py')
 
@@ -21,7 +23,7 @@ FASHION_CONFIG = os.path.join(REPO, 'nin_jax', 'configs', 'fashion_mnist.py')
 # out of range, so its run fails as it starts (the sweep runner does not judge values).
 SWEEP_CONFIG = f'''
 import importlib.util
-from nin_jax import sweeps
+from nin_jax.research import sweeps
 
 _spec = importlib.util.spec_from_file_location('fashion_mnist', {FASHION_CONFIG!r})
 _base = importlib.util.module_from_spec(_spec)

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from conftest import TINY, read_jsonl, run_cli
-from nin_jax import checkpoint, run_history, train
+from nin_jax.runtime import checkpoint
+from nin_jax.train import run_history
+from nin_jax.train import loop as train
 
 
 def restore_raw(workdir, step):
@@ -60,7 +62,7 @@ def test_resume_continues_exactly(tiny_config, tmp_path):
   assert first['step'] == 4
   second = train.train_and_evaluate(tiny_config(max_steps=12), resumed)
   assert second['step'] == 12
-  launches = run_history.launch_times(resumed)  # What `python -m nin_jax.run_history` lists.
+  launches = run_history.launch_times(resumed)  # What `python -m nin_jax.train.run_history` lists.
   assert [(t['start_step'], t['end_step']) for t in launches] == [(0, 4), (4, 12)]
   assert all(t['wall_s'] > 0 for t in launches)
   for a, b in zip(flat(restore_raw(straight, 12)), flat(restore_raw(resumed, 12))):

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from nin_jax import workdir_lock
+from nin_jax.runtime import workdir_lock
 
 
 def write_lock(workdir, **holder):

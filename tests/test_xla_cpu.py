@@ -1,8 +1,8 @@
-"""The XLA:CPU settings of nin_jax/xla_cpu.py (conftest applies them, as the entry points do)."""
+"""The XLA:CPU settings of nin_jax/runtime/xla_cpu.py (conftest applies them, as the entry points do)."""
 
 import jax
 import jax.numpy as jnp
-from nin_jax import xla_cpu
+from nin_jax.runtime import xla_cpu
 
 
 def test_flags_are_added_to_xla_flags():

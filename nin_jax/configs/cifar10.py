@@ -24,7 +24,7 @@ The authors' cuda-convnet setup, value by value, with its source:
     python experiments/cifar10.py --workdir=workdirs/cifar10
 """
 
-from nin_jax import config as config_lib
+from nin_jax.train import config as config_lib
 
 
 def get_config():
@@ -46,6 +46,6 @@ def get_config():
 
 def sweep():
   """Learning rate × weight decay grid around the authors' values (experiments/sweep.py)."""
-  from nin_jax import sweeps  # Only sweeps need it.
+  from nin_jax.research import sweeps  # Only sweeps need it.
   return sweeps.grid(**{'optim.learning_rate': (0.05, 0.1, 0.2),
                         'optim.weight_decay': (1e-4, 5e-4)})

@@ -10,7 +10,7 @@ minus the per-pixel mean IMAGE of the training set (the zoo's `mean_file`;
 computed once per dataset on the first run, one pass over 1.28M images shared
 by all hosts, and kept beside the dataset or in dataset.cache_dir; `--config.dataset.imagenet_mean=pixel` subtracts
 Caffe's mean pixel instead); evaluation on the centre crop
-(nin_jax/imagenet_input.py). ASSUMED: the 256×256 warp (aspect ratio not
+(nin_jax/data/imagenet_input.py). ASSUMED: the 256×256 warp (aspect ratio not
 kept), Caffe's usual convert_imageset resize; the zoo does not say how its
 LMDB was built. Dropout is Caffe's inverted form.
 
@@ -18,14 +18,14 @@ The learning rate is stated for the reference batch 64 and scales linearly:
 `--config.optim.batch_size=1024` trains at lr 0.16 with the same schedule in
 epochs. The last layer's ×0.1 of the CIFAR solver is not in the zoo solver.
 
-Needs a prepared `imagenet2012` (see nin_jax/imagenet_input.py):
+Needs a prepared `imagenet2012` (see nin_jax/data/imagenet_input.py):
     python experiments/imagenet.py --config.dataset.data_dir=gs://bucket/tfds
-or its pre-resized cache (nin_jax/imagenet_resized.py; same preprocessing after):
+or its pre-resized cache (nin_jax/data/imagenet_resized.py; same preprocessing after):
     python experiments/imagenet.py --config.dataset.resized_dir=gs://bucket/resized
 Decoding runs in dataset.workers processes (default: one per core).
 """
 
-from nin_jax import config as config_lib
+from nin_jax.train import config as config_lib
 
 
 def get_config():

@@ -1,0 +1,1 @@
+"""The command line: the console scripts, their flags and `--print_config`."""

@@ -1,0 +1,296 @@
+"""The console scripts besides `nin-train` (nin_jax.cli.train_command): sweep, ablation, benchmark, class maps.
+
+Installed as `nin-sweep`, `nin-ablation`, `nin-benchmark` and `nin-classmap`;
+experiments/sweep.py, ablation_head.py, benchmark.py and classmap.py call the
+same functions. Each defines its flags only when it runs, so one process
+never holds two commands' flags.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import sys
+from typing import Callable, Sequence
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from nin_jax import configs
+
+FLAGS = flags.FLAGS
+# A clone's experiments/ (one training script per config); absent when installed.
+EXPERIMENTS_DIR = os.path.normpath(os.path.join(configs.DIRECTORY, os.pardir, os.pardir,
+                                               'experiments'))
+
+
+def default_trainer(config_path: str) -> str:
+  """The script each trial runs: experiments/<config name>.py in a clone, else nin-train.
+
+  Every training script takes the same flags (--config is always passed), so
+  any of them trains any config.
+  """
+  if not os.path.isdir(EXPERIMENTS_DIR):
+    return os.path.join(os.path.dirname(sys.executable), 'nin-train')
+  own = os.path.join(EXPERIMENTS_DIR, os.path.basename(config_path))
+  return own if os.path.isfile(own) else os.path.join(EXPERIMENTS_DIR, 'fashion_mnist.py')
+
+
+def _trainer_flag() -> None:
+  flags.DEFINE_string('trainer', '', 'Training script each run uses (default: '
+                      'experiments/<config name>.py in a clone, else nin-train).')
+
+
+def sweep() -> None:
+  """nin-sweep: runs a config's sweep(), one ordinary training run per trial, then
+  tables and plots the results.
+
+      nin-sweep --config=fashion_mnist --workdir=workdirs/sweep_fmnist \\
+          [--config.num_epochs=2] [--dry_run] [--metric=test/accuracy] [--report_only]
+
+  The config file defines sweep() (nin_jax/research/sweeps.py); every --config.* flag
+  applies to every trial. Trials live in <workdir>/trial_<i>_<key=value...>/;
+  rerunning skips finished trials and resumes an interrupted one. Ctrl-C: the
+  running trial saves a checkpoint and the sweep stops (exit status 130); a
+  second Ctrl-C stops at once.
+  """
+  from nin_jax.research import sweeps
+
+  def define_flags():
+    config_flags.DEFINE_config_file('config', None, 'Config file with get_config() and sweep().',
+                                    lock_config=True)
+    flags.DEFINE_string('workdir', None, 'Sweep directory (local or gs://); one '
+                        'subdirectory per trial.')
+    flags.DEFINE_string('metric', 'test/accuracy', 'Metric to sort and plot by.')
+    flags.DEFINE_bool('dry_run', False, 'Print every trial command; run nothing.')
+    flags.DEFINE_bool('report_only', False, 'Only (re)write the table and plot from workdir.')
+    _trainer_flag()
+    flags.mark_flag_as_required('workdir')
+
+  def run() -> int:
+    config_path = config_flags.get_config_filename(FLAGS['config']) if FLAGS.config else None
+    return sweeps.main(
+        config=FLAGS.config, config_path=config_path, workdir=FLAGS.workdir,
+        argv=sys.argv[1:], metric=FLAGS.metric, dry_run=FLAGS.dry_run,
+        report_only=FLAGS.report_only,
+        trainer=FLAGS.trainer or default_trainer(config_path or ''))
+
+  sys.argv[1:] = configs.expand_names(sys.argv[1:])
+  _run_command(define_flags, run, 'trial', default_config=None, usage=sweep.__doc__)
+
+
+def ablation() -> None:
+  """nin-ablation: the paper's head ablation (section 4.6), GAP vs FC vs FC + dropout,
+  on one config, each variant an ordinary training run.
+
+      nin-ablation --workdir=workdirs/ablation_head [--config=cifar10_noaug] \\
+          [--config.a.b=value ...] [--seeds=0,1,2] [--fc_dropout=0.5] [--dry_run] \\
+          [--report_only]
+
+  Each variant (x each seed) runs in its own subdirectory (rerun to resume or
+  skip); the table goes to ablation.md/.csv, the plots to ablation_errors.png
+  and ablation_curves.png. Ctrl-C: the running variant saves a checkpoint and
+  the ablation stops (exit status 130); a second Ctrl-C stops at once.
+  """
+  from nin_jax.research import ablation as ablation_lib
+  from nin_jax.research import sweeps
+  default_config = configs.path('fashion_mnist')
+
+  def define_flags():
+    config_flags.DEFINE_config_file(
+        'config', default_config,
+        'Config of the network to ablate (--config=cifar10_noaug for the paper).',
+        lock_config=True)
+    flags.DEFINE_string('workdir', None, 'Ablation directory (local or gs://); one '
+                        'subdirectory per trial.')
+    flags.DEFINE_list('seeds', [], 'Seeds to run every variant with (a sweep axis over '
+                      'config.seed); empty: the config\'s seed only.')
+    flags.DEFINE_float('fc_dropout', 0.5, 'Dropout on the FC head inputs in the third variant.')
+    flags.DEFINE_bool('dry_run', False, 'Print the three commands; run nothing.')
+    flags.DEFINE_bool('report_only', False, 'Only (re)write the table and plot from workdir.')
+    _trainer_flag()
+    flags.mark_flag_as_required('workdir')
+
+  def run() -> int:
+    _jax_on_cpu_only()  # The report builds each variant's model to count its parameters.
+    config_path = config_flags.get_config_filename(FLAGS['config'])
+    return ablation_lib.main(
+        config=FLAGS.config, config_path=config_path, workdir=FLAGS.workdir,
+        argv=sys.argv[1:], fc_dropout=FLAGS.fc_dropout, dry_run=FLAGS.dry_run,
+        report_only=FLAGS.report_only, seeds=seeds(),
+        trainer=FLAGS.trainer or default_trainer(config_path))
+
+  def seeds() -> list[int]:
+    try:
+      return [int(s) for s in FLAGS.seeds]
+    except ValueError:
+      raise sweeps.SweepError(f'--seeds takes integers, got {",".join(FLAGS.seeds)}') from None
+
+  sys.argv[1:] = configs.expand_names(sys.argv[1:])
+  _run_command(define_flags, run, 'variant', default_config=default_config,
+               usage=ablation.__doc__)
+
+
+def _jax_on_cpu_only() -> None:
+  """JAX in this process uses the CPU alone, unless JAX_PLATFORMS says otherwise.
+
+  For a runner whose trials are processes of their own: what it computes
+  itself (shapes, parameter counts) needs no accelerator, and probing for one
+  would log "Unable to initialize backend 'tpu'" (or hold a TPU a trial needs).
+  """
+  if not os.environ.get('JAX_PLATFORMS'):
+    import jax
+    jax.config.update('jax_platforms', 'cpu')
+
+
+def _parse_flags_or_exit(argv: Sequence[str]) -> list[str]:
+  """absl flag parsing (app.run's flags_parser) with a bad flag or override as one message.
+
+  config_flags applies --config.* overrides while parsing; an unknown key or a
+  value of the wrong type would otherwise end in a chained traceback.
+  """
+  from nin_jax.train import config_file
+  try:
+    return flags.FLAGS(list(argv))
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as e:
+    print(f'error: bad flag or --config override: {config_file.one_line(e)}',
+          file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def _run_command(define_flags: Callable[[], None], run: Callable[[], int],
+                 unit: str, *, default_config: str | None, usage: str) -> None:
+  """The __main__ of nin-sweep and nin-ablation (and experiments/sweep.py, ablation_head.py).
+
+  Checks the config file, defines the flags, runs `run()` (which returns how
+  many `unit`s did not finish), and turns user errors into one `error: …`
+  line with exit status 2. A signal that stopped the trials is one line too:
+  exit status 130 for Ctrl-C, 1 for SIGTERM (not every trial is done).
+  """
+  from nin_jax.cli import train_command as cli
+  from nin_jax.train import config_file
+  from nin_jax.research import sweeps
+  from nin_jax.research import trials
+  try:  # Before ml_collections imports it: a bad file is one line, not a traceback.
+    config_file.check_argv(sys.argv, default_config)
+  except config_file.ConfigFileError as e:
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    sys.exit(2)
+  _define_flags_with_help(define_flags, usage)
+
+  def main(argv):
+    if len(argv) > 1:
+      raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    cli.library_logs_at_warning()
+    try:
+      not_done = run()
+    except (sweeps.SweepError, *cli.USER_ERRORS) as e:
+      print(f'error: {e}', file=sys.stderr, flush=True)
+      sys.exit(2)
+    except trials.Stopped as e:
+      print(e, flush=True)
+      sys.exit(130 if e.signal_name == 'SIGINT' else 1)
+    except KeyboardInterrupt:  # Ctrl-C while no trial runs (e.g. writing the report).
+      print('interrupted; rerun the same command to resume', flush=True)
+      sys.exit(130)
+    if not_done:
+      print(f'{not_done} {unit}(s) failed or did not finish; rerun the same command to retry.')
+      sys.exit(1)
+  app.run(main, flags_parser=_parse_flags_or_exit)
+
+
+def _define_flags_with_help(define_flags: Callable[[], None], usage: str) -> None:
+  """Defines the command's flags; `--help` then lists them under `usage`.
+
+  absl's --help shows __main__'s docstring and the main module's flags; a
+  console script (nin-sweep) has neither, so both are given here. A bad
+  --config override (config_flags applies it while defining) is one line.
+  """
+  from nin_jax.train import config_file
+  before = set(FLAGS)
+  try:
+    define_flags()
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    print(f'error: bad flag or --config override: {config_file.one_line(e)}',
+          file=sys.stderr, flush=True)
+    sys.exit(2)
+  for name in sorted(set(FLAGS) - before):
+    FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
+  main_module = sys.modules['__main__']
+  if not main_module.__doc__:
+    main_module.__doc__ = inspect.cleandoc(usage) + '\n'
+
+
+def benchmark() -> None:
+  """nin-benchmark: throughput and MFU of a config's train step, optionally against PyTorch."""
+  config_flags.DEFINE_config_file(
+      'config', configs.path('cifar10'), 'Config whose model and batch size are measured.',
+      lock_config=True)
+  flags.DEFINE_integer('steps', 10, 'Timed steps (median reported).')
+  flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
+  flags.DEFINE_float('peak_tflops', 0.0, 'Peak TFLOP/s of one device for MFU (0: skip).')
+  flags.DEFINE_bool('compare_torch', False, 'Also time the PyTorch peer (nin_jax/research/torch_nin.py).')
+  flags.DEFINE_integer('torch_threads', 0, 'Threads for PyTorch (0: its default).')
+  flags.DEFINE_string('torch_device', 'cpu', "PyTorch device: 'cpu' or 'cuda'.")
+  flags.DEFINE_bool('torch_compile', False, 'torch.compile the peer.')
+  flags.DEFINE_bool('host_overhead', False,
+                    "Time the real loop against the compiled step for k = 1, 8, 32 "
+                    "steps per dispatch (the config's dataset, held on device).")
+  flags.DEFINE_string('output', '', 'Also write the result as JSON here.')
+  flags.DEFINE_string('profile_steps', '', 'A:B traces steps A to B-1 after compilation '
+                      '(warmup steps first) with jax.profiler.')
+  flags.DEFINE_string('profile_dir', 'workdirs/benchmark/profile',
+                      'Where --profile_steps writes (tensorboard --logdir <it>).')
+
+  def main(argv):
+    del argv
+    from nin_jax.research import benchmark as benchmark_lib
+    from nin_jax.cli import train_command as cli
+    from nin_jax.runtime import profiling
+    cli.library_logs_at_warning()
+    if FLAGS.host_overhead:
+      rows = benchmark_lib.host_overhead(FLAGS.config)
+      print(benchmark_lib.format_overhead(rows))
+      print(json.dumps(rows))
+      return
+    result = benchmark_lib.compare(
+        FLAGS.config, steps=FLAGS.steps, warmup=FLAGS.warmup,
+        peak_tflops=FLAGS.peak_tflops, compare_torch=FLAGS.compare_torch,
+        torch_threads=FLAGS.torch_threads, torch_device=FLAGS.torch_device,
+        torch_compile=FLAGS.torch_compile,
+        profile_steps=profiling.parse_steps(FLAGS.profile_steps), profile_dir=FLAGS.profile_dir)
+    print(benchmark_lib.format_report(result))
+    print(json.dumps(result))
+    if FLAGS.output:
+      with open(FLAGS.output, 'w') as f:
+        json.dump(result, f, indent=2)
+
+  sys.argv[1:] = configs.expand_names(sys.argv[1:])
+  app.run(main)
+
+
+def classmap() -> None:
+  """nin-classmap: the class maps of a trained run (the paper's figure 4)."""
+  from nin_jax.cli import train_command as cli
+  flags.DEFINE_string('workdir', None, 'Workdir of a trained run (config.json + checkpoints/).')
+  flags.DEFINE_list('images', ['0', '1', '2', '3'], 'Test image indices, comma-separated.')
+  flags.DEFINE_integer('top_k', 3, 'Maps of this many most probable classes per image.')
+  flags.DEFINE_integer('step', None, 'Checkpoint step (default: the newest).')
+  flags.DEFINE_string('out', None, 'PNG path (default: <workdir>/class_maps.png).')
+  flags.mark_flag_as_required('workdir')
+
+  def main(argv):
+    if len(argv) > 1:
+      raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    from nin_jax.research import classmap as classmap_lib  # After flag parsing: --help stays fast.
+    try:
+      indices = [int(i) for i in FLAGS.images]
+      path, result = classmap_lib.make_figure(FLAGS.workdir, FLAGS.out, indices=indices,
+                                              top_k=FLAGS.top_k, step=FLAGS.step)
+    except cli.USER_ERRORS as e:
+      print(f'error: {e}', file=sys.stderr, flush=True)
+      sys.exit(2)
+    print(f'wrote {path}: maps {result["maps"].shape[1:3]} for images {indices}')
+
+  app.run(main)

@@ -1,0 +1,209 @@
+"""The command line every experiment script shares.
+
+    nin-train --config=cifar10 --workdir=gs://bucket/nin --config.optim.learning_rate=0.05
+    python experiments/cifar10.py --workdir=/tmp/nin        # the same, from a clone
+
+`--config` names a config file or a shipped config (nin_jax/configs/; the
+script's own by default); any field can be overridden with `--config.a.b=value`;
+`--print_config` lists every field with its value and meaning, then exits.
+Rerunning with the same --workdir resumes. User errors (a bad value, a missing
+dataset, unreadable checkpoints) end with a
+one-paragraph message and exit status 2, not a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import ml_collections
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from nin_jax import configs
+from nin_jax.runtime import accelerators
+from nin_jax.runtime import checkpoint
+from nin_jax.train import config_file
+from nin_jax.data import datasets
+from nin_jax.runtime import host_errors
+from nin_jax.runtime import metrics
+from nin_jax.train import run_history
+from nin_jax.runtime import sharding
+from nin_jax.runtime import storage
+from nin_jax.runtime import tensorflow_loader
+
+FLAGS = flags.FLAGS
+
+# Errors that mean "the input is wrong": shown as a message, not a traceback.
+USER_ERRORS = (ValueError, datasets.DatasetError, checkpoint.CheckpointError,
+               FileNotFoundError, tensorflow_loader.NotInstalledError)
+
+
+def _define_flags(default_config: str) -> None:
+  config_flags.DEFINE_config_file(
+      'config', default_config,
+      'Experiment config file (a get_config() module). Override any of its fields '
+      'with --config.<field>=<value> (e.g. --config.optim.learning_rate=0.05); '
+      '--print_config lists every field, its value and what it means.',
+      lock_config=True)
+  flags.DEFINE_bool('print_config', False,
+                    'Print the resolved config (after --config.* overrides), each '
+                    'field with its comment from nin_jax/train/config.py, and exit.')
+  flags.DEFINE_string('workdir', None,
+                      'Checkpoints, logs and plots go here; rerun with the same '
+                      'workdir to resume. Default: workdirs/<config name>.')
+  flags.DEFINE_string('coordinator_address', '',
+                      'host:port of process 0, for multi-process runs that JAX '
+                      'does not auto-detect (SLURM, Cloud TPU, Kubernetes and '
+                      'JAX_COORDINATOR_ADDRESS are detected).')
+  flags.DEFINE_integer('num_processes', 0, 'Processes in a multi-process run.')
+  flags.DEFINE_integer('process_id', -1, 'This process in a multi-process run.')
+  flags.DEFINE_string('compilation_cache_dir', os.path.join('~', '.cache', 'nin_jax', 'xla'),
+                      "JAX's persistent compilation cache: a rerun or resume skips "
+                      "recompiling ('' = off).")
+  flags.DEFINE_bool('allow_config_change', False,
+                    'Resume even though the config changes what a step means '
+                    '(batch size, data, model...); the change is recorded in '
+                    'the workdir\'s launches.jsonl.')
+  flags.DEFINE_string('profile_steps', '',
+                      'A:B traces steps A to B-1 with jax.profiler into <workdir>/profile '
+                      '(open with `tensorboard --logdir <workdir>/profile`).')
+  flags.DEFINE_integer('heartbeat_timeout_s', 0,
+                       'Multi-process: seconds after which a dead peer stops the '
+                       'others (0 = JAX default).')
+  flags.DEFINE_bool('allow_cpu', False,
+                    'Train on the CPU even though TPU chips or NVIDIA GPUs are '
+                    'present (by default that stops the run: jax lacks their backend).')
+  # `--help` lists the main module's key flags: make these the script's own.
+  for name in ('config', 'print_config', 'workdir', 'profile_steps', 'allow_config_change',
+               'coordinator_address', 'num_processes', 'process_id', 'compilation_cache_dir', 'heartbeat_timeout_s',
+               'allow_cpu'):
+    FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
+
+
+def run(default_config: str) -> None:
+  """Entry point of experiments/*.py: parse flags, train, report."""
+  sys.argv[1:] = configs.expand_names(sys.argv[1:])
+  try:  # Before ml_collections imports it: a bad file is one line, not a traceback.
+    config_file.check_argv(sys.argv, default_config)
+  except config_file.ConfigFileError as e:
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    sys.exit(2)
+  try:
+    # config_flags applies --config.* overrides here, while defining the flag.
+    _define_flags(default_config)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    print(f'error: bad --config override: {config_file.one_line(e)}', file=sys.stderr,
+          flush=True)
+    sys.exit(2)
+  app.run(_main, flags_parser=_parse_flags)
+
+
+def _main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  config = _loaded_config()
+  if FLAGS.print_config:
+    from nin_jax.train import config as config_lib
+    from nin_jax.cli import config_doc
+    try:
+      config_lib.validate(config)  # The checks training starts with.
+    except ValueError as e:
+      print(f'error: {e}', file=sys.stderr, flush=True)
+      sys.exit(2)
+    print(config_doc.format_config(
+        config, config_flags.get_config_filename(FLAGS['config'])))
+    return
+  # Imported here so `--help` stays fast and TF/JAX start after flag parsing.
+  from nin_jax.train import loop as train
+  library_logs_at_warning()
+  if FLAGS.compilation_cache_dir and not os.environ.get('JAX_COMPILATION_CACHE_DIR'):
+    import jax
+    jax.config.update('jax_compilation_cache_dir',
+                      os.path.expanduser(FLAGS.compilation_cache_dir))
+  workdir = FLAGS.workdir or os.path.join(
+      'workdirs', os.path.splitext(os.path.basename(config_flags.get_config_filename(FLAGS['config'])))[0])
+  try:
+    sharding.maybe_initialize_distributed(
+        FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+        FLAGS.heartbeat_timeout_s)
+    if not FLAGS.allow_cpu:  # Before any data is loaded.
+      accelerators.check_backend(root=config.testing.hardware_root)
+    from nin_jax.runtime import profiling
+    result = train.train_and_evaluate(
+        config, workdir, profile_steps=profiling.parse_steps(FLAGS.profile_steps),
+        allow_config_change=FLAGS.allow_config_change)
+  except KeyboardInterrupt:  # Ctrl-C outside the train loop (which saves first).
+    print('interrupted; rerun the same command to resume from the last checkpoint',
+          file=sys.stderr, flush=True)
+    sys.exit(130)
+  except USER_ERRORS as e:
+    _fail(f'error: {e}', 2)
+  except train.NonFiniteError as e:
+    _fail(f'error: {e}', 3)
+  except Exception as e:
+    if sharding.is_multiprocess():  # Most likely a dead peer: say so, exit now.
+      sharding.exit_after_failure(e)
+    raise
+  if result.get('preempted') and result.get('signal') == 'SIGINT':
+    print(f'interrupted at step {result["step"]}; rerun the same command to resume')
+    sys.exit(130)  # As a shell reports Ctrl-C: `nin-train … && next` stops here.
+  elif result.get('preempted'):
+    print(f'stopped at step {result["step"]} (preempted); rerun the same command to resume')
+  elif 'test/accuracy' in result:
+    print(f'final test accuracy {result["test/accuracy"]:.4f} '
+          f'(error {100 * (1 - result["test/accuracy"]):.2f}%) after {result["step"]} steps;'
+          f' workdir {storage.workdir_path(workdir)}')
+    metrics.console(f'{run_history.wall_summary(workdir)} (python -m nin_jax.train.run_history '
+                    f'{storage.workdir_path(workdir)} lists them)')
+
+
+def _fail(message: str, code: int) -> None:
+  """Says `message` and exits with `code`; in a multi-process run, on every process."""
+  if sharding.is_multiprocess():  # Not only here: the others would wait in a collective.
+    host_errors.stop_everywhere(message, code)
+  print(message, file=sys.stderr, flush=True)
+  sys.exit(code)
+
+
+def _parse_flags(argv):
+  """absl's flag parsing, with a config file lacking get_config() as a user error."""
+  try:
+    return app.parse_flags_with_usage(argv)
+  except AttributeError as e:  # config_flags calls get_config() while parsing
+    if 'get_config' not in str(e):
+      raise
+    path = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None)
+    if path is None and '--config' in argv[:-1]:
+      path = argv[argv.index('--config') + 1]
+    print(f'error: config file {path} defines no get_config() function',
+          file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def _loaded_config():
+  """FLAGS.config, or a clear error if its file could not be loaded."""
+  config = FLAGS.config
+  if isinstance(config, ml_collections.ConfigDict):
+    return config
+  path = config_flags.get_config_filename(FLAGS['config'])
+  try:
+    getattr(config, 'keys', None)  # config_flags defers a load failure to first use.
+  except OSError as e:
+    reason = str(e).strip().splitlines()[-1].strip()  # e.g. "[Errno 2] No such file..."
+    print(f'error: cannot load config file {path}: {reason}', file=sys.stderr, flush=True)
+    sys.exit(2)
+  print(f'error: get_config() in {path} returned {type(config).__name__}, not a '
+        'ml_collections.ConfigDict', file=sys.stderr, flush=True)
+  sys.exit(2)
+
+
+def library_logs_at_warning() -> None:
+  """absl's verbosity (Orbax's, JAX's, TF's logs) at WARNING unless --verbosity says.
+
+  For entry points, after flag parsing: Orbax logs every save and restore at
+  INFO, JAX its backend probing ("Unable to initialize backend 'tpu'"); the
+  command's own lines are what matter.
+  """
+  if not FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)

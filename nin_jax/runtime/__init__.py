@@ -1,0 +1,1 @@
+"""What a run stands on: workdir files (local or gs://), devices and the mesh, checkpoints, the workdir lock, metric writers, process settings and errors shown to users. Imports nothing else of nin_jax."""

@@ -1,0 +1,175 @@
+"""The train state and the compiled pieces of a run: the model, one SGD step, one eval step.
+
+Everything random is a function of (seed, step): augmentation and dropout keys
+are folded from the seed with the step, so a run resumed at step k computes
+exactly what an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import nnx
+
+from nin_jax.data import augment as augment_lib
+from nin_jax.model import models
+from nin_jax.train import optim
+from nin_jax.model import presets
+
+# Streams folded into the seed so dropout, augmentation and init never share keys.
+_INIT, _DROPOUT, _AUGMENT = 0, 1, 2
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a checkpoint holds: resume from it and nothing is lost."""
+  step: jax.Array
+  params: Any        # pure dict of nnx.Param values
+  batch_stats: Any   # pure dict of the model's other state (batch norm statistics)
+  opt_state: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """The static pieces a run compiles against."""
+  graphdef: Any
+  tx: optax.GradientTransformation
+  schedule: optax.Schedule
+  num_classes: int
+  config: ml_collections.ConfigDict
+
+
+def build_model(model_config, num_classes: int, input_shape, *, seed: int = 0) -> models.NIN:
+  """The NIN that config.model names, for `num_classes` and `input_shape` (H, W, C)."""
+  spec = presets.get_preset(model_config.preset)
+  if spec.num_classes != num_classes:
+    spec = presets.with_classes(spec, num_classes)
+  spec = presets.scaled(spec, model_config.width_multiplier)
+  return models.NIN(
+      spec, input_shape=input_shape, head=model_config.head,
+      fc_hidden=tuple(model_config.fc_hidden), fc_dropout=model_config.fc_dropout,
+      dropout_rate=model_config.dropout_rate,
+      # Runs saved before the option existed used inverted dropout.
+      dropout_form=model_config.get('dropout_form', 'inverted'),
+      batch_norm=model_config.batch_norm,
+      init=model_config.init, conv_impl=model_config.conv_impl,
+      dtype=jnp.dtype(model_config.dtype),
+      rngs=nnx.Rngs(params=jax.random.fold_in(jax.random.key(seed), _INIT)))
+
+
+def create_train_state(config, num_classes: int, input_shape, steps_per_epoch: int,
+                       total_steps: int, *, sharding=None) -> tuple[TrainState, Task]:
+  """The initial train state and the run's static Task.
+
+  With `sharding`, one jit creates the state straight into arrays of that
+  sharding: no host value is copied to a device. (On a mesh that spans
+  processes, `jax.device_put` of host values first all-gathers every leaf to
+  check that all hosts passed the same values.)
+  """
+  task = None
+
+  def init() -> TrainState:
+    nonlocal task
+    model = build_model(config.model, num_classes, input_shape, seed=config.seed)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    params, rest = nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
+    schedule = optim.learning_rate_schedule(config.optim, steps_per_epoch, total_steps)
+    bias_schedule = optim.bias_learning_rate_schedule(config.optim, steps_per_epoch,
+                                                      total_steps)
+    tx = optim.create_optimizer(config.optim, model.param_roles(params), schedule,
+                                bias_schedule)
+    task = Task(graphdef, tx, schedule, num_classes, config)  # Static: safe out of a trace.
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=rest, opt_state=tx.init(params))
+
+  state = init() if sharding is None else jax.jit(init, out_shardings=sharding)()
+  return state, task
+
+
+def _cross_entropy(logits, labels, num_classes: int, label_smoothing: float):
+  targets = jax.nn.one_hot(labels, num_classes)
+  if label_smoothing:
+    targets = optax.smooth_labels(targets, label_smoothing)
+  return optax.softmax_cross_entropy(logits, targets)
+
+
+def zero_train_sums():
+  return {'loss': jnp.zeros(()), 'correct': jnp.zeros(()), 'count': jnp.zeros(()),
+          'first_bad_step': jnp.full((), -1, jnp.int32)}
+
+
+def train_step(task: Task, state: TrainState, sums, batch, device_data=None):
+  """One SGD step on a global batch; adds its loss/accuracy to the on-device sums.
+
+  `batch` holds images and labels, or (with `device_data`, the whole training
+  split already on device) the indices of the rows to gather.
+  """
+  cfg = task.config
+  if device_data is not None:
+    batch = {k: device_data[k][batch['index']] for k in ('image', 'label')}
+  seed_key = jax.random.key(cfg.seed)
+  images = augment_lib.augment(
+      batch['image'], jax.random.fold_in(jax.random.fold_in(seed_key, _AUGMENT), state.step),
+      translate=cfg.augment.translate, flip=cfg.augment.flip)
+  dropout_key = jax.random.fold_in(jax.random.fold_in(seed_key, _DROPOUT), state.step)
+
+  def loss_fn(params, batch_stats):
+    # copy=True: a fresh module per trace, as jax.grad needs (flax#5050).
+    model = nnx.merge(task.graphdef, params, batch_stats, copy=True)
+    logits = model(images, train=True, dropout_key=dropout_key)
+    loss = _cross_entropy(logits, batch['label'], task.num_classes,
+                          cfg.optim.label_smoothing).mean()
+    if cfg.testing.inject_nan_at_step:  # Test-only fault (config.testing); not traced otherwise.
+      loss = loss * jnp.where(state.step + 1 == cfg.testing.inject_nan_at_step,
+                              jnp.nan, 1.0)
+    new_stats = nnx.to_pure_dict(nnx.state(model, nnx.Not(nnx.Param)))
+    return loss, (logits, new_stats)
+
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params, state.batch_stats)
+  updates, opt_state = task.tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+
+  finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
+  bad_step = jnp.where((sums['first_bad_step'] < 0) & ~finite, state.step,
+                       sums['first_bad_step'])
+  n = batch['label'].shape[0]
+  sums = {'loss': sums['loss'] + loss * n,
+          'correct': sums['correct'] + jnp.sum(jnp.argmax(logits, -1) == batch['label']),
+          'count': sums['count'] + n,
+          'first_bad_step': bad_step}
+  state = TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
+                     opt_state=opt_state)
+  return state, sums
+
+
+def train_steps(task: Task, state: TrainState, sums, batches, device_data=None):
+  """`train_step` over each batch along `batches`' leading axis, in one compiled call.
+
+  A loop over k steps inside one dispatch (lax.scan) takes the host out of the
+  per-step path on an accelerator. Keys are still folded from (seed, step), so
+  the result is that of k calls of `train_step`.
+  """
+  def body(carry, batch):
+    return train_step(task, *carry, batch, device_data), None
+  (state, sums), _ = jax.lax.scan(body, (state, sums), batches)
+  return state, sums
+
+
+def eval_step(task: Task, state: TrainState, batch):
+  """Masked sums of loss, top-1 and top-5 hits over one padded global batch."""
+  model = nnx.merge(task.graphdef, state.params, state.batch_stats, copy=True)
+  logits = model(batch['image'], train=False)
+  mask = batch['mask']
+  loss = _cross_entropy(logits, batch['label'], task.num_classes, 0.0)
+  top5 = jax.lax.top_k(logits, min(5, task.num_classes))[1]
+  return {'loss': jnp.sum(loss * mask),
+          'correct': jnp.sum((jnp.argmax(logits, -1) == batch['label']) * mask),
+          'correct_top5': jnp.sum(jnp.any(top5 == batch['label'][:, None], -1) * mask),
+          'count': jnp.sum(mask)}
