@@ -106,12 +106,12 @@ def peak_tflops(device_kind: str, dtype: str) -> float | None:
 def nin_cifar_throughput(out: SectionOutput, smoke: bool) -> dict:
   """Img/s, TFLOP/s and MFU of the compiled train call per dtype and batch."""
   import jax
-  from nin_jax.research import benchmark
+  from nin_jax.research import throughput
   from nin_jax.train import config as config_lib
-  from nin_jax.model import models
-  from nin_jax.model import presets
+  from nin_jax.model import nin
+  from nin_jax.model import architectures
   kind = jax.devices()[0].device_kind
-  flops = models.train_flops_per_example(presets.cifar10())
+  flops = nin.train_flops_per_example(architectures.cifar10())
   for dtype in ('bfloat16', 'float32'):
     for batch in SMOKE_BATCHES if smoke else BATCHES:
       config = config_lib.base_config()
@@ -121,7 +121,7 @@ def nin_cifar_throughput(out: SectionOutput, smoke: bool) -> dict:
         config.model.width_multiplier = 0.125
       k = 2 if smoke else STEPS_PER_DISPATCH
       t0 = time.perf_counter()
-      step_s = benchmark.compiled_step_time(config, k, calls=1 if smoke else 12)
+      step_s = throughput.compiled_step_time(config, k, calls=1 if smoke else 12)
       images_per_s = batch / step_s
       tflops = flops * images_per_s / 1e12
       peak = peak_tflops(kind, dtype)
@@ -247,7 +247,7 @@ def environment(out: SectionOutput) -> dict:
   import importlib.metadata
   import jax
   import nin_jax
-  from nin_jax.research import benchmark  # noqa: F401 — what the sections use
+  from nin_jax.research import throughput  # noqa: F401 — what the sections use
   from nin_jax.data import datasets  # noqa: F401 — what the sections use
   from nin_jax.runtime import metrics  # noqa: F401 — what the sections use
   from nin_jax.train import loop as train  # noqa: F401 — what the sections use

@@ -8,7 +8,7 @@ Each variant (× each seed) is an ordinary run in its own subdirectory (rerun
 to resume or skip); the table goes to ablation.md/.csv (mean ± std over
 seeds) and ablation_trials.md/.csv, the plots to ablation_errors.png and
 ablation_curves.png. The paper's setup is --config=cifar10_noaug. See
-nin_jax/research/ablation.py; the command is nin_jax/cli/commands.py (`nin-ablation`).
+nin_jax/research/ablation.py; the command is nin_jax/cli/research_commands.py (`nin-ablation`).
 """
 
 from nin_jax.cli import entry

@@ -279,10 +279,10 @@ def test_console_scripts_help_describes_the_command_and_its_flags(command, own_f
 
 def zoo_params():
   from flax import nnx
-  from nin_jax.train import steps
+  from nin_jax.train import train_step
   model_config = config_lib.base_config().model
   model_config.preset, model_config.width_multiplier = 'imagenet', 0.125
-  model = steps.build_model(model_config, 1000, (224, 224, 3), seed=0)
+  model = train_step.build_model(model_config, 1000, (224, 224, 3), seed=0)
   return nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
 

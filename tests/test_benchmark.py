@@ -8,10 +8,10 @@ import sys
 import pytest
 
 from conftest import REPO, requires_torch, run_cli
-from nin_jax.research import benchmark
+from nin_jax.research import throughput
 from nin_jax.train import config as config_lib
-from nin_jax.model import models
-from nin_jax.model import presets
+from nin_jax.model import nin
+from nin_jax.model import architectures
 
 
 def small_config(preset='cifar10'):
@@ -23,12 +23,12 @@ def small_config(preset='cifar10'):
 
 
 def test_harness_reports_throughput_and_mfu():
-  result = benchmark.compare(small_config(), steps=2, warmup=1, peak_tflops=1.0)
+  result = throughput.compare(small_config(), steps=2, warmup=1, peak_tflops=1.0)
   assert result['images_per_s'] > 0 and result['compile_s'] > 0
   assert result['input_images_per_s'] > 0
   # FLOPs are the full preset's (stated per image), not the scaled test net's.
   assert result['train_gflop_per_image'] == pytest.approx(
-      models.train_flops_per_example(presets.cifar10()) / 1e9)
+      nin.train_flops_per_example(architectures.cifar10()) / 1e9)
   assert result['mfu'] == pytest.approx(result['achieved_tflops'] / 1.0)
 
 
@@ -36,7 +36,7 @@ def test_harness_reports_throughput_and_mfu():
 def test_ratio_against_the_pytorch_peer():
   config = small_config()
   config.model.width_multiplier = 1.0  # the peer is the paper's network
-  result = benchmark.compare(config, steps=2, warmup=1, compare_torch=True,
+  result = throughput.compare(config, steps=2, warmup=1, compare_torch=True,
                              torch_threads=2)
   assert result['torch_images_per_s'] > 0
   assert result['jax_over_torch'] == pytest.approx(
@@ -45,7 +45,7 @@ def test_ratio_against_the_pytorch_peer():
 
 def test_comparing_a_different_network_is_refused():
   with pytest.raises(ValueError, match='PyTorch peer'):
-    benchmark.compare(small_config(), compare_torch=True)
+    throughput.compare(small_config(), compare_torch=True)
 
 
 @requires_torch
@@ -57,7 +57,7 @@ def test_pytorch_peer_is_the_same_network():
 
 def test_command_line_prints_json(tmp_path):
   out = tmp_path / 'bench.json'
-  proc = run_cli('benchmark.py', None, {'model.width_multiplier': 0.125,
+  proc = run_cli('throughput.py', None, {'model.width_multiplier': 0.125,
                                         'optim.batch_size': 8},
                  extra_args=['--steps=1', '--warmup=0', f'--output={out}'])
   assert proc.returncode == 0, proc.stderr[-2000:]
@@ -65,7 +65,7 @@ def test_command_line_prints_json(tmp_path):
 
 
 def test_host_overhead_compares_the_loop_with_the_compiled_step(tiny_config):
-  rows = benchmark.host_overhead(tiny_config(), ks=(1, 4), intervals=1,
+  rows = throughput.host_overhead(tiny_config(), ks=(1, 4), intervals=1,
                                  steps_per_interval=4)
   assert [r['steps_per_dispatch'] for r in rows] == [1, 4]
   for r in rows:

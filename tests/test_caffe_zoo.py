@@ -7,7 +7,7 @@ from flax import nnx
 import caffe_writer
 from nin_jax.research import caffe_zoo
 from nin_jax.train import config as config_lib
-from nin_jax.train import steps
+from nin_jax.train import train_step
 
 
 def _model_config(preset, width=0.25):
@@ -17,7 +17,7 @@ def _model_config(preset, width=0.25):
 
 
 def _random_model(preset, num_classes, input_shape, seed):
-  model = steps.build_model(_model_config(preset), num_classes, input_shape, seed=seed)
+  model = train_step.build_model(_model_config(preset), num_classes, input_shape, seed=seed)
   # Random biases too, so a bias mix-up changes the logits.
   params = nnx.state(model, nnx.Param)
   rng = np.random.default_rng(seed)

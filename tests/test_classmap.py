@@ -10,7 +10,7 @@ from nin_jax.runtime import checkpoint
 from nin_jax.research import classmap
 from nin_jax.data import input_pipeline
 from nin_jax.train import predict
-from nin_jax.train import steps
+from nin_jax.train import train_step
 
 
 @pytest.fixture(scope='module')
@@ -25,7 +25,7 @@ def trained(tmp_path_factory):
   import jax.numpy as jnp
   config = tiny_config_fn()
   workdir = tmp_path_factory.mktemp('run')
-  state, _ = steps.create_train_state(config, 10, (28, 28, 1), 8, 16)
+  state, _ = train_step.create_train_state(config, 10, (28, 28, 1), 8, 16)
   leaves, treedef = jax.tree.flatten((state.params, state.batch_stats))
   keys = jax.random.split(jax.random.key(7), len(leaves))
   n_params = len(jax.tree.leaves(state.params))
@@ -50,9 +50,9 @@ def tiny_config_fn():
 
 def reference_model(workdir, config):
   """The checkpoint restored the way training resumes (not classmap's loader)."""
-  state, task = steps.create_train_state(config, 10, (28, 28, 1), 8, 16)
+  state, statics = train_step.create_train_state(config, 10, (28, 28, 1), 8, 16)
   state = checkpoint.Checkpointer(str(workdir)).restore_latest(state)
-  return nnx.merge(task.graphdef, state.params, state.batch_stats), state
+  return nnx.merge(statics.graphdef, state.params, state.batch_stats), state
 
 
 def test_rendered_maps_are_the_checkpoints_class_maps(trained, tmp_path):
@@ -80,7 +80,7 @@ def test_rendered_maps_are_the_checkpoints_class_maps(trained, tmp_path):
   assert np.all(np.diff(np.take_along_axis(result['probs'], result['top'], 1), axis=1) <= 0)
 
   # The checkpoint was loaded: the maps are not those of a freshly built model.
-  fresh = steps.build_model(config.model, 10, (28, 28, 1), seed=config.seed)
+  fresh = train_step.build_model(config.model, 10, (28, 28, 1), seed=config.seed)
   assert not np.allclose(np.asarray(fresh.class_maps(inputs)), result['maps'], atol=1e-4)
 
 

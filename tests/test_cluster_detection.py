@@ -110,9 +110,9 @@ def test_a_coordinator_without_the_process_count_is_one_clear_error(tmp_path):
   assert 'Set JAX_NUM_PROCESSES and JAX_PROCESS_ID' in report['error'], report
 
 
-def slurm_env(port, task, tasks=2):
+def slurm_env(port, statics, tasks=2):
   return clean_env(SLURM_JOB_ID=4242, SLURM_STEP_NODELIST='localhost', SLURM_NTASKS=tasks,
-                   SLURM_PROCID=task, SLURM_LOCALID=task, **coordinator(port))
+                   SLURM_PROCID=statics, SLURM_LOCALID=statics, **coordinator(port))
 
 
 def test_slurm_step(tmp_path):

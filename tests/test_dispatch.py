@@ -12,8 +12,8 @@ import pytest
 from conftest import make_tiny_config, read_jsonl
 from nin_jax.runtime import checkpoint
 from nin_jax.train import config as config_lib
-from nin_jax.train import dispatch
-from nin_jax.train import steps
+from nin_jax.train import steps_per_call
+from nin_jax.train import train_step
 from nin_jax.train import loop as train
 
 pytestmark = pytest.mark.core
@@ -23,33 +23,33 @@ def test_chunks_end_exactly_at_every_boundary():
   # k = 8; logs every 5, checkpoints every 6, a test pause at 9, 13 steps in all.
   plan, step = [], 0
   while step < 13:
-    n = dispatch.next_chunk(step, 8, 13, periods=(5, 6), stops={9})
+    n = steps_per_call.next_chunk(step, 8, 13, periods=(5, 6), stops={9})
     plan.append(n)
     step += n
   ends = np.cumsum(plan).tolist()
   assert {5, 6, 9, 10, 12, 13} <= set(ends)
   assert ends == [4, 5, 6, 8, 9, 10, 12, 13]  # the largest chunk that fits, each time
   # With no boundary near, chunks are k long; lengths are k and powers of two below it.
-  assert dispatch.next_chunk(0, 32, 1000, periods=(100,)) == 32
-  assert dispatch.chunk_sizes(32) == (32, 16, 8, 4, 2, 1)
-  assert dispatch.chunk_sizes(12) == (12, 8, 4, 2, 1)
-  assert dispatch.next_chunk(96, 32, 1000, periods=(100,)) == 4
+  assert steps_per_call.next_chunk(0, 32, 1000, periods=(100,)) == 32
+  assert steps_per_call.chunk_sizes(32) == (32, 16, 8, 4, 2, 1)
+  assert steps_per_call.chunk_sizes(12) == (12, 8, 4, 2, 1)
+  assert steps_per_call.next_chunk(96, 32, 1000, periods=(100,)) == 4
 
 
 def test_auto_choices():
-  assert dispatch.steps_per_dispatch(0, True, 'gpu') == dispatch.AUTO_STEPS_PER_DISPATCH > 1
-  assert dispatch.steps_per_dispatch(0, True, 'cpu') == 1
-  assert dispatch.steps_per_dispatch(0, False, 'tpu') == 1
-  assert dispatch.steps_per_dispatch(8, False, 'cpu') == 8
+  assert steps_per_call.steps_per_dispatch(0, True, 'gpu') == steps_per_call.AUTO_STEPS_PER_DISPATCH > 1
+  assert steps_per_call.steps_per_dispatch(0, True, 'cpu') == 1
+  assert steps_per_call.steps_per_dispatch(0, False, 'tpu') == 1
+  assert steps_per_call.steps_per_dispatch(8, False, 'cpu') == 8
   gib = 2 ** 30
-  assert dispatch.fits_on_device(int(0.6 * gib), 141 * gib)      # CIFAR-10 on an H200
-  assert not dispatch.fits_on_device(20 * gib, 16 * gib)
-  assert not dispatch.fits_on_device(1, None)                    # size unknown: stream
+  assert steps_per_call.fits_on_device(int(0.6 * gib), 141 * gib)      # CIFAR-10 on an H200
+  assert not steps_per_call.fits_on_device(20 * gib, 16 * gib)
+  assert not steps_per_call.fits_on_device(1, None)                    # size unknown: stream
   config = config_lib.base_config()
   assert config.dataset.on_device is None                        # auto by default
-  assert not dispatch.data_on_device(config.dataset, None, 'cpu')
+  assert not steps_per_call.data_on_device(config.dataset, None, 'cpu')
   config.dataset.on_device = True
-  assert dispatch.data_on_device(config.dataset, None, 'cpu')
+  assert steps_per_call.data_on_device(config.dataset, None, 'cpu')
 
 
 def test_negative_steps_per_dispatch_is_refused():
@@ -68,22 +68,22 @@ def test_k_steps_in_one_call_equal_k_single_steps():
   # Dropout, translation and flips on: their keys come from (seed, step).
   config = make_tiny_config(**{'augment.translate': 2, 'augment.flip': True,
                                'model.dropout_rate': 0.3, 'optim.batch_size': 16})
-  state, task = steps.create_train_state(config, 10, (28, 28, 1), 8, 100)
+  state, statics = train_step.create_train_state(config, 10, (28, 28, 1), 8, 100)
   rng = np.random.default_rng(0)
   data = {'image': jnp.asarray(rng.standard_normal((64, 28, 28, 1), np.float32)),
           'label': jnp.asarray(rng.integers(0, 10, 64).astype(np.int32))}
   index = jnp.asarray(np.stack([rng.permutation(64)[:16] for _ in range(4)]), jnp.int32)
-  single = jax.jit(functools.partial(steps.train_step, task))
+  single = jax.jit(functools.partial(train_step.train_step, statics))
 
   def four_single_steps(state):
-    sums = steps.zero_train_sums()
+    sums = train_step.zero_train_sums()
     for i in range(4):
       state, sums = single(state, sums, {'index': index[i]}, data)
     return state, sums
 
   one_by_one = four_single_steps(state)
-  in_one_call = jax.jit(functools.partial(steps.train_steps, task))(
-      state, steps.zero_train_sums(), {'index': index}, data)
+  in_one_call = jax.jit(functools.partial(train_step.train_steps, statics))(
+      state, train_step.zero_train_sums(), {'index': index}, data)
   assert int(in_one_call[0].step) == 4
   np.testing.assert_array_equal(in_one_call[1]['count'], one_by_one[1]['count'])
   np.testing.assert_array_equal(in_one_call[1]['correct'], one_by_one[1]['correct'])

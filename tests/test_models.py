@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from nin_jax.model import models
-from nin_jax.model import presets
+from nin_jax.model import nin
+from nin_jax.model import architectures
 
 
 def abstract_model(preset, **kwargs):
-  return nnx.eval_shape(lambda: models.NIN(presets.get_preset(preset),
+  return nnx.eval_shape(lambda: nin.NIN(architectures.get_preset(preset),
                                            rngs=nnx.Rngs(0), **kwargs))
 
 
@@ -34,7 +34,7 @@ def layer_shapes(model, input_shape):
     ('imagenet', 7_595_176),
 ])
 def test_parameter_count_is_the_papers(preset, params):
-  assert models.count_params(abstract_model(preset)) == params
+  assert nin.count_params(abstract_model(preset)) == params
 
 
 def test_cifar10_layer_by_layer():
@@ -74,16 +74,16 @@ def test_mnist_spatial_sizes():
 
 def test_pool_rounds_up_like_caffe():
   # Floor mode would give 15 and 7; cuda-convnet and Caffe give 16 and 8.
-  assert models.pool_output_size(32, 3, 2) == 16
-  assert models.pool_output_size(16, 3, 2) == 8
-  assert models.pool_output_size(54, 3, 2) == 27
-  assert models.pool_output_size(13, 3, 2) == 6
+  assert nin.pool_output_size(32, 3, 2) == 16
+  assert nin.pool_output_size(16, 3, 2) == 8
+  assert nin.pool_output_size(54, 3, 2) == 27
+  assert nin.pool_output_size(13, 3, 2) == 6
 
 
 def test_max_and_avg_pool_values_at_the_clipped_edge():
   x = jnp.arange(16.0).reshape(1, 4, 4, 1)  # 4 → ceil((4-3)/2)+1 = 2
-  mx = models.pool2d(x, 'max', 3, 2)[0, :, :, 0]
-  av = models.pool2d(x, 'avg', 3, 2)[0, :, :, 0]
+  mx = nin.pool2d(x, 'max', 3, 2)[0, :, :, 0]
+  av = nin.pool2d(x, 'avg', 3, 2)[0, :, :, 0]
   np.testing.assert_array_equal(mx, [[10, 11], [14, 15]])
   # The last window covers rows/cols 2..3 only; Caffe divides by the 2×2 part inside.
   np.testing.assert_allclose(av, [[5.0, 6.5], [11.0, 12.5]])
@@ -101,13 +101,13 @@ def test_slice_max_pool_gradient_equals_select_and_scatter(shape, window, stride
   # gradient to the first maximum of each window.
   x = jnp.maximum(jax.random.normal(jax.random.key(0), shape), 0.0)
   x = x.at[:, ::2, ::2].set(1.0)
-  ref = models.pool2d(x, 'max', window, stride)
+  ref = nin.pool2d(x, 'max', window, stride)
   weights = jnp.arange(1.0, ref.size + 1).reshape(ref.shape)
 
   def loss(x, slice_grad):
-    return jnp.sum(models.pool2d(x, 'max', window, stride, slice_grad=slice_grad) * weights)
+    return jnp.sum(nin.pool2d(x, 'max', window, stride, slice_grad=slice_grad) * weights)
 
-  np.testing.assert_array_equal(models.pool2d(x, 'max', window, stride, slice_grad=True), ref)
+  np.testing.assert_array_equal(nin.pool2d(x, 'max', window, stride, slice_grad=True), ref)
   grad = jax.jit(jax.grad(loss), static_argnums=1)
   np.testing.assert_array_equal(grad(x, True), grad(x, False))
 
@@ -120,7 +120,7 @@ def test_chunked_weight_gradient_equals_the_plain_one(chunks):
   dy = jax.random.normal(jax.random.key(2), (2, 6, 5, 3))
 
   def vjp(chunks):
-    y, pullback = jax.vjp(lambda x, k: models.channel_matmul(x, k, chunks), x, kernel)
+    y, pullback = jax.vjp(lambda x, k: nin.channel_matmul(x, k, chunks), x, kernel)
     return (y, *pullback(dy))
 
   for got, want in zip(vjp(chunks), vjp(1), strict=True):
@@ -131,7 +131,7 @@ def test_chunked_weight_gradient_in_bfloat16_keeps_the_kernel_dtype():
   x = jax.random.normal(jax.random.key(0), (4, 8, 8, 16))
   kernel = jax.random.normal(jax.random.key(1), (16, 8))
   dy = jax.random.normal(jax.random.key(2), (4, 8, 8, 8))
-  _, pullback = jax.vjp(lambda k: models.channel_matmul(
+  _, pullback = jax.vjp(lambda k: nin.channel_matmul(
       x.astype(jnp.bfloat16), k, 4), kernel.astype(jnp.bfloat16))
   (got,) = pullback(dy.astype(jnp.bfloat16))
   assert got.dtype == jnp.bfloat16
@@ -140,11 +140,11 @@ def test_chunked_weight_gradient_in_bfloat16_keeps_the_kernel_dtype():
 
 
 def test_cpu_weight_gradient_is_a_batched_matmul_over_chunks():
-  layer = models.ConvLayer(16, 8, 1, rngs=nnx.Rngs(0))
-  assert layer.weight_grad_chunks == (models.CPU_WEIGHT_GRAD_CHUNKS
+  layer = nin.ConvLayer(16, 8, 1, rngs=nnx.Rngs(0))
+  assert layer.weight_grad_chunks == (nin.CPU_WEIGHT_GRAD_CHUNKS
                                       if jax.default_backend() == 'cpu' else 1)
   x = jnp.ones((8, 4, 4, 16))
-  loss = lambda kernel, x: jnp.sum(models.channel_matmul(x, kernel, 4) ** 2)
+  loss = lambda kernel, x: jnp.sum(nin.channel_matmul(x, kernel, 4) ** 2)
   hlo = jax.jit(jax.grad(loss)).lower(jnp.ones((16, 8)), x).compile().as_text()
   assert 'f32[4,16,8]' in hlo and 'lhs_batch_dims={0}' in hlo
 
@@ -152,13 +152,13 @@ def test_cpu_weight_gradient_is_a_batched_matmul_over_chunks():
 def test_dropout_drops_at_the_rate_and_rescales():
   x = jnp.ones((64, 16, 16, 24))
   for rate in (0.5, 0.3):
-    y = models.dropout(x, rate, jax.random.key(0))
+    y = nin.dropout(x, rate, jax.random.key(0))
     kept = y != 0
     assert abs(float(kept.mean()) - (1 - rate)) < 0.01
     np.testing.assert_allclose(y[kept], 1 / (1 - rate), rtol=1e-6)
-  np.testing.assert_array_equal(models.dropout(x, 0.5, jax.random.key(0)),
-                                models.dropout(x, 0.5, jax.random.key(0)))
-  assert models.dropout(x, 0.0, jax.random.key(0)) is x
+  np.testing.assert_array_equal(nin.dropout(x, 0.5, jax.random.key(0)),
+                                nin.dropout(x, 0.5, jax.random.key(0)))
+  assert nin.dropout(x, 0.0, jax.random.key(0)) is x
 
 
 def test_cuda_convnet_dropout_zeroes_without_rescaling_and_scales_at_test():
@@ -168,29 +168,29 @@ def test_cuda_convnet_dropout_zeroes_without_rescaling_and_scales_at_test():
   x = jnp.full((64, 16, 16, 24), 3.0)
   key = jax.random.key(0)
   for rate in (0.5, 0.3):
-    y = models.dropout(x, rate, key, form='cuda_convnet')
+    y = nin.dropout(x, rate, key, form='cuda_convnet')
     kept = y != 0
     assert abs(float(kept.mean()) - (1 - rate)) < 0.01
     np.testing.assert_array_equal(y[kept], 3.0)
     # Same mask as the inverted form, only the survivors' scale differs.
-    np.testing.assert_array_equal(models.dropout(x, rate, key) != 0, kept)
-    np.testing.assert_allclose(models.dropout_at_test(x, rate, 'cuda_convnet'),
+    np.testing.assert_array_equal(nin.dropout(x, rate, key) != 0, kept)
+    np.testing.assert_allclose(nin.dropout_at_test(x, rate, 'cuda_convnet'),
                                3.0 * (1 - rate), rtol=1e-6)
-    assert models.dropout_at_test(x, rate, 'inverted') is x
+    assert nin.dropout_at_test(x, rate, 'inverted') is x
   with pytest.raises(ValueError, match='dropout form'):
-    models.dropout(x, 0.5, key, form='caffe')
+    nin.dropout(x, 0.5, key, form='caffe')
 
 
 def test_dropout_form_scales_what_the_next_block_sees():
   # With zero biases (the paper init) a ReLU network is positively homogeneous,
   # so two dropout layers that pass (1 - p)× the inverted form's values give
   # logits (1 - p)² as large: in training (same masks) and at test.
-  spec = presets.scaled(presets.mnist(), 0.125)
+  spec = architectures.scaled(architectures.mnist(), 0.125)
   x = jax.random.normal(jax.random.key(0), (2, 28, 28, 1))
   key = jax.random.key(3)
-  nets = {form: models.NIN(spec, dropout_rate=0.5, dropout_form=form, rngs=nnx.Rngs(0))
-          for form in models.DROPOUT_FORMS}
-  no_dropout = models.NIN(spec, dropout_rate=0.0, rngs=nnx.Rngs(0))
+  nets = {form: nin.NIN(spec, dropout_rate=0.5, dropout_form=form, rngs=nnx.Rngs(0))
+          for form in nin.DROPOUT_FORMS}
+  no_dropout = nin.NIN(spec, dropout_rate=0.0, rngs=nnx.Rngs(0))
   inverted, cuda = nets['inverted'], nets['cuda_convnet']
   np.testing.assert_allclose(cuda(x, train=True, dropout_key=key),
                              0.25 * inverted(x, train=True, dropout_key=key),
@@ -202,7 +202,7 @@ def test_dropout_form_scales_what_the_next_block_sees():
 
 
 def test_gap_head_is_the_mean_of_the_last_maps():
-  model = models.NIN(presets.scaled(presets.mnist(), 0.25), rngs=nnx.Rngs(1))
+  model = nin.NIN(architectures.scaled(architectures.mnist(), 0.25), rngs=nnx.Rngs(1))
   x = jax.random.normal(jax.random.key(0), (3, 28, 28, 1))
   maps = model.class_maps(x)
   assert maps.shape == (3, 7, 7, 10)
@@ -210,21 +210,21 @@ def test_gap_head_is_the_mean_of_the_last_maps():
 
 
 def test_fc_head_parameter_count():
-  gap = models.count_params(abstract_model('cifar10'))
+  gap = nin.count_params(abstract_model('cifar10'))
   fc = abstract_model('cifar10', head='fc', fc_hidden=(256,))
   # flatten 8×8×10 → 256 → 10, weights and biases.
-  assert models.count_params(fc) - gap == 640 * 256 + 256 + 256 * 10 + 10
-  assert models.count_params(abstract_model('cifar10', head='fc')) - gap == 640 * 10 + 10
+  assert nin.count_params(fc) - gap == 640 * 256 + 256 + 256 * 10 + 10
+  assert nin.count_params(abstract_model('cifar10', head='fc')) - gap == 640 * 10 + 10
 
 
 def test_forward_cost_matches_the_paper():
   # About 223M multiply-adds per 32×32 CIFAR image, 1.1G per 224 ImageNet image.
-  assert round(models.macs_per_example(presets.cifar10()) / 1e6) == 222
-  assert round(models.macs_per_example(presets.imagenet()) / 1e8) == 11
+  assert round(nin.macs_per_example(architectures.cifar10()) / 1e6) == 222
+  assert round(nin.macs_per_example(architectures.imagenet()) / 1e8) == 11
 
 
 def test_paper_init_is_gaussian_std_005_and_zero_bias():
-  model = models.NIN(presets.cifar10(), rngs=nnx.Rngs(0))
+  model = nin.NIN(architectures.cifar10(), rngs=nnx.Rngs(0))
   kernel = model.blocks[1].layers[0].kernel[...]
   assert abs(float(kernel.std()) - 0.05) < 0.002
   assert float(jnp.abs(model.blocks[1].layers[0].bias[...]).max()) == 0.0
@@ -233,7 +233,7 @@ def test_paper_init_is_gaussian_std_005_and_zero_bias():
 def test_cifar100_init_is_the_authors_per_layer_stds():
   # NIN/cifar-100_def: conv1 0.001, cccp1 and cccp2 0.01, every other layer 0.05.
   expected = [[0.001, 0.01, 0.01], [0.05, 0.05, 0.05], [0.05, 0.05, 0.05]]
-  model = models.NIN(presets.cifar100(), rngs=nnx.Rngs(0))
+  model = nin.NIN(architectures.cifar100(), rngs=nnx.Rngs(0))
   measured = [[float(layer.kernel[...].std()) for layer in block.layers]
               for block in model.blocks]
   np.testing.assert_allclose(measured, expected, rtol=0.05)
@@ -248,14 +248,14 @@ def test_conventional_cnn_is_three_convolutions_and_a_local_layer():
       (16, 16, 64), (8, 8, 64), (4, 4, 64)]
   assert shapes['block4.conv'] == (4, 4, 10)
   local = model.blocks[3].layers[0]
-  assert isinstance(local, models.LocalLayer) and local.kernel.shape == (4, 4, 9 * 64, 10)
+  assert isinstance(local, nin.LocalLayer) and local.kernel.shape == (4, 4, 9 * 64, 10)
   # conv1, conv2 and conv3 (weights + biases), then one kernel per output pixel.
-  assert models.count_params(model) == (
+  assert nin.count_params(model) == (
       (5 * 5 * 3 * 64 + 64) + 2 * (5 * 5 * 64 * 64 + 64) + (4 * 4 * 9 * 64 * 10 + 10))
 
 
 def test_local_layer_with_equal_kernels_is_a_convolution():
-  layer = models.LocalLayer(3, 5, 3, input_hw=(6, 6), padding=1, rngs=nnx.Rngs(0))
+  layer = nin.LocalLayer(3, 5, 3, input_hw=(6, 6), padding=1, rngs=nnx.Rngs(0))
   conv = jax.random.normal(jax.random.key(1), (3, 3, 3, 5))
   layer.kernel[...] = jnp.broadcast_to(conv.reshape(27, 5), (6, 6, 27, 5))
   x = jax.random.normal(jax.random.key(2), (2, 6, 6, 3))
@@ -270,11 +270,11 @@ def test_local_layer_with_equal_kernels_is_a_convolution():
 
 @pytest.mark.parametrize('impl', ['conv', 'patches'])
 def test_conv_formulations_agree_with_matmul(impl):
-  spec = presets.scaled(presets.imagenet(), 1 / 16)  # stride-4 11×11 and 5×5, 3×3
+  spec = architectures.scaled(architectures.imagenet(), 1 / 16)  # stride-4 11×11 and 5×5, 3×3
   x = jax.random.normal(jax.random.key(0), (2, 67, 67, 3))
 
   def loss_and_grads(conv_impl):
-    model = models.NIN(spec, input_shape=(67, 67, 3), conv_impl=conv_impl,
+    model = nin.NIN(spec, input_shape=(67, 67, 3), conv_impl=conv_impl,
                        rngs=nnx.Rngs(0))
     graphdef, params = nnx.split(model)
     loss = lambda p: jnp.sum(nnx.merge(graphdef, p)(x) ** 2)
@@ -288,18 +288,18 @@ def test_conv_formulations_agree_with_matmul(impl):
 
 
 def test_bfloat16_compute_keeps_float32_params_and_logits():
-  model = models.NIN(presets.scaled(presets.mnist(), 0.25), dtype=jnp.bfloat16,
+  model = nin.NIN(architectures.scaled(architectures.mnist(), 0.25), dtype=jnp.bfloat16,
                      rngs=nnx.Rngs(0))
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
   logits = model(jnp.ones((2, 28, 28, 1)))
   assert logits.dtype == jnp.float32
-  ref = models.NIN(presets.scaled(presets.mnist(), 0.25), rngs=nnx.Rngs(0))(
+  ref = nin.NIN(architectures.scaled(architectures.mnist(), 0.25), rngs=nnx.Rngs(0))(
       jnp.ones((2, 28, 28, 1)))
   np.testing.assert_allclose(logits, ref, rtol=0.05, atol=0.02)
 
 
 def test_dropout_is_keyed_and_off_at_eval():
-  model = models.NIN(presets.scaled(presets.mnist(), 0.25), rngs=nnx.Rngs(0))
+  model = nin.NIN(architectures.scaled(architectures.mnist(), 0.25), rngs=nnx.Rngs(0))
   x = jax.random.normal(jax.random.key(0), (4, 28, 28, 1))
   a = model(x, train=True, dropout_key=jax.random.key(1))
   b = model(x, train=True, dropout_key=jax.random.key(1))
@@ -319,16 +319,16 @@ def test_batch_norm_replaces_biases():
 
 def test_input_too_small_is_a_clear_error():
   with pytest.raises(ValueError, match='too small'):
-    models.NIN(presets.cifar10(), input_shape=(4, 4, 3), rngs=nnx.Rngs(0))
+    nin.NIN(architectures.cifar10(), input_shape=(4, 4, 3), rngs=nnx.Rngs(0))
 
 
 def test_param_roles_mark_the_logits_layer():
-  model = models.NIN(presets.scaled(presets.mnist(), 0.25), rngs=nnx.Rngs(0))
+  model = nin.NIN(architectures.scaled(architectures.mnist(), 0.25), rngs=nnx.Rngs(0))
   roles = model.param_roles(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
   last = roles['blocks'][2]['layers'][2]
   assert (last['kernel'], last['bias']) == ('last_weight', 'last_bias')
   assert roles['blocks'][0]['layers'][0] == {'kernel': 'weight', 'bias': 'bias'}
-  fc = models.NIN(presets.scaled(presets.mnist(), 0.25), head='fc', fc_hidden=(8,),
+  fc = nin.NIN(architectures.scaled(architectures.mnist(), 0.25), head='fc', fc_hidden=(8,),
                   rngs=nnx.Rngs(0))
   roles = fc.param_roles(nnx.to_pure_dict(nnx.state(fc, nnx.Param)))
   assert roles['fc']['kernels'] == {0: 'weight', 1: 'last_weight'}

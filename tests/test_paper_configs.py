@@ -11,8 +11,8 @@ import tensorflow_datasets as tfds
 from conftest import REPO
 from nin_jax.data import imagenet_input
 from nin_jax.data import input_pipeline
-from nin_jax.model import models
-from nin_jax.model import presets
+from nin_jax.model import nin
+from nin_jax.model import architectures
 from nin_jax.train import loop as train
 
 CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(
@@ -81,7 +81,7 @@ def test_cifar10_caffe_is_the_zoo_solver():
   assert (c.optim.learning_rate, c.optim.bias_lr_mult, c.optim.last_layer_lr_mult) == (
       0.1, 2.0, 0.1)
   assert c.optim.learning_rate * optim.last_bias_lr_mult(c.optim) == pytest.approx(0.01)
-  assert presets.get_preset(c.model.preset).blocks[1].pool == 'avg'
+  assert architectures.get_preset(c.model.preset).blocks[1].pool == 'avg'
   assert not c.augment.flip and c.augment.translate == 0
 
 
@@ -109,8 +109,8 @@ def test_imagenet_is_the_zoo_solver_with_linear_scaling():
   steps_per_epoch = 1_281_167 // 64
   assert round(c.optim.decay_epochs[0] * steps_per_epoch, -4) == 200_000
   assert round(c.num_epochs * steps_per_epoch, -4) == 450_000
-  assert models.count_params(
-      models.NIN(presets.get_preset(c.model.preset), rngs=__import__('flax').nnx.Rngs(0))
+  assert nin.count_params(
+      nin.NIN(architectures.get_preset(c.model.preset), rngs=__import__('flax').nnx.Rngs(0))
   ) == 7_595_176
 
 

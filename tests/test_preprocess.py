@@ -1,4 +1,4 @@
-"""Tests for nin_jax.data.preprocess (standardisation, GCN, ZCA + cache) and nin_jax.data.lcn (LCN)."""
+"""Tests for nin_jax.data.preprocess (standardisation, GCN, ZCA + cache) and nin_jax.data.local_contrast (LCN)."""
 
 import os
 
@@ -6,9 +6,9 @@ from absl import logging
 import numpy as np
 import pytest
 
-from nin_jax.data import lcn
+from nin_jax.data import local_contrast
 from nin_jax.data import preprocess
-from nin_jax.data.lcn import local_contrast_normalize
+from nin_jax.data.local_contrast import local_contrast_normalize
 from nin_jax.data.preprocess import (ZCA, apply_zca, channel_stats, fit_zca,
                                 gcn_zca, global_contrast_normalize, standardize)
 
@@ -330,10 +330,10 @@ def test_lcn_removes_local_mean_per_channel():
   x += np.linspace(0, 5, 32)[None, :, None, None]  # slow gradient
   x[..., 1] += 10.0  # per-channel offset
   y = local_contrast_normalize(x)
-  g1 = lcn._gaussian_kernel_1d(7, 2.0)
-  mass = lcn._smooth(np.ones((1, 32, 32, 1)), g1)
-  local_mean_out = lcn._smooth(y.astype(np.float64), g1) / mass
-  local_mean_in = lcn._smooth(x, g1) / mass
+  g1 = local_contrast._gaussian_kernel_1d(7, 2.0)
+  mass = local_contrast._smooth(np.ones((1, 32, 32, 1)), g1)
+  local_mean_out = local_contrast._smooth(y.astype(np.float64), g1) / mass
+  local_mean_in = local_contrast._smooth(x, g1) / mass
   # The input's local mean is large; the output's is small next to its
   # local fluctuations (rms ~1), in every channel.
   assert np.abs(local_mean_in).min() > 0.5
@@ -365,7 +365,7 @@ def test_svhn_gcn_lcn_is_pylearn2s_pipeline():
   # the whole image) then LeCunLCN (7×7, σ 2, threshold 1e-4, zero padding, no
   # border renormalisation, uncentred variance), channel by channel.
   x = _rand_uint8((2, 10, 9, 3), seed=4)
-  y = lcn.gcn_lcn(x)
+  y = local_contrast.gcn_lcn(x)
   assert y.dtype == np.float32 and y.shape == x.shape
   for n in range(2):
     img = x[n].astype(np.float64)

@@ -55,7 +55,7 @@ def test_zip_pairs_values_and_needs_equal_lengths():
 
 
 def test_random_draws_are_reproducible_and_in_range():
-  draw = lambda seed: sweeps.random(
+  draw = lambda seed: sweeps.random_search(
       20, seed, optim__learning_rate=sweeps.log_uniform(1e-3, 1.0),
       model__dropout_rate=sweeps.uniform(0.0, 0.5), model__batch_norm=(True, False))
   trials = draw(0)

@@ -41,5 +41,5 @@ def classmap() -> None:
 
 def _command(name: str) -> None:
   process_setup.configure()
-  from nin_jax.cli import commands  # pylint: disable=g-import-not-at-top
-  getattr(commands, name)()
+  from nin_jax.cli import research_commands  # pylint: disable=g-import-not-at-top
+  getattr(research_commands, name)()

@@ -7,7 +7,7 @@ Rows (test error): FC 17.56%, FC + dropout 15.99%, GAP 16.46% (this config;
 cifar10_cnn_fc.py and cifar10_cnn_fc_dropout.py are the other two).
 
 INFERRED (the paper gives no more): the layer sizes of the `cifar10_cnn`
-preset (see nin_jax/model/presets.py), the authors' CIFAR-10 NIN solver (lr 0.1,
+preset (see nin_jax/model/architectures.py), the authors' CIFAR-10 NIN solver (lr 0.1,
 biases ×2, last layer ×0.1, L2 1e-4, momentum 0.9, batch 128, 200/30/30
 epochs), GCN + ZCA input, no augmentation, cuda-convnet's dropout form.
 

@@ -23,7 +23,7 @@ import numpy as np
 from absl import logging
 
 from nin_jax.data import datasets
-from nin_jax.data import lcn
+from nin_jax.data import local_contrast
 from nin_jax.data import mean_image
 from nin_jax.data import preprocess
 # The data order lives in a jax-free module (ImageNet's decode workers read it).
@@ -218,9 +218,9 @@ def apply_preprocessing(dataset, fitted: dict[str, np.ndarray],
   if kind == 'mean_image':
     return (images.astype(np.float32) - fitted['mean_image']) / np.float32(255.0)
   if kind == 'gcn_lcn':
-    return lcn.gcn_lcn(images)
+    return local_contrast.gcn_lcn(images)
   if kind == 'lcn':
-    return lcn.local_contrast_normalize(images.astype(np.float32) / 255.0)
+    return local_contrast.local_contrast_normalize(images.astype(np.float32) / 255.0)
   if kind == 'none':
     return images.astype(np.float32) / 255.0
   raise ValueError(f'unknown preprocessing {kind!r}; choose one of {PREPROCESSINGS}')

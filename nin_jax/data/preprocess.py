@@ -3,7 +3,7 @@
 * CIFAR-10/100: global contrast normalisation + ZCA whitening (:func:`gcn_zca`),
   the pylearn2 pipeline ``GlobalContrastNormalization(scale=55.)`` then
   ``ZCA(filter_bias=.1)`` fitted on the training split.
-* SVHN: GCN (scale 1) then local contrast normalisation: nin_jax/data/lcn.py.
+* SVHN: GCN (scale 1) then local contrast normalisation: nin_jax/data/local_contrast.py.
 * Plain per-channel standardisation (:func:`channel_stats`,
   :func:`standardize`) for baselines and MNIST-like data.
 

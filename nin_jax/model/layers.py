@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from nin_jax.model import presets as presets_lib
+from nin_jax.model import architectures
 
 ConvImpl = Literal['auto', 'conv', 'matmul', 'patches']
 Init = Literal['paper', 'he']
@@ -168,7 +168,7 @@ class ConvLayer(nnx.Module):
 
   def __init__(self, in_features: int, out_features: int, kernel_size: int, *,
                stride: int = 1, padding: int = 0, init: str = 'paper',
-               init_std: float = presets_lib.PAPER_INIT_STD,
+               init_std: float = architectures.PAPER_INIT_STD,
                batch_norm: bool = False, conv_impl: str = 'matmul',
                dtype=jnp.float32, rngs: nnx.Rngs):
     self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
@@ -214,7 +214,7 @@ class LocalLayer(nnx.Module):
 
   def __init__(self, in_features: int, out_features: int, kernel_size: int, *,
                input_hw: tuple[int, int], padding: int = 0, init: str = 'paper',
-               init_std: float = presets_lib.PAPER_INIT_STD, dtype=jnp.float32,
+               init_std: float = architectures.PAPER_INIT_STD, dtype=jnp.float32,
                rngs: nnx.Rngs):
     self.kernel_size, self.padding, self.dtype = kernel_size, padding, dtype
     ho, wo = (n + 2 * padding - kernel_size + 1 for n in input_hw)

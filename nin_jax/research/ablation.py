@@ -77,9 +77,9 @@ def param_counts(run_config) -> tuple[int, int]:
   import jax
   from flax import nnx
   from nin_jax.data import datasets
-  from nin_jax.train import steps
+  from nin_jax.train import train_step
   info = datasets.DATASETS[run_config.dataset.name]
-  model = nnx.eval_shape(lambda: steps.build_model(
+  model = nnx.eval_shape(lambda: train_step.build_model(
       run_config.model, info.num_classes, info.image_shape, seed=0))
   params = nnx.state(model, nnx.Param)
   total = sum(x.size for x in jax.tree.leaves(params))
@@ -100,7 +100,7 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
           statistics.stdev(values) if len(values) > 1 else None)
 
 
-def _pm(mean: float | None, std: float | None) -> str:
+def _mean_plus_minus_std(mean: float | None, std: float | None) -> str:
   if mean is None:
     return ''
   return f'{mean:.2f}' + ('' if std is None else f' ± {std:.2f}')
@@ -171,7 +171,7 @@ def write_report(workdir: str) -> dict[str, epath.Path]:
             _round(s['gap']), _round(s['gap_std']), s['head_params'], s['total_params'],
             s['step'], s['status'], s['error']] for s in summary]
   md_table = [[LABELS[s['variant']], f"{s['seeds_done']}/{s['seeds']}",
-               _pm(s['test_error'], s['test_error_std']), _pm(s['gap'], s['gap_std']),
+               _mean_plus_minus_std(s['test_error'], s['test_error_std']), _mean_plus_minus_std(s['gap'], s['gap_std']),
                s['head_params'], s['total_params'], s['status']] for s in summary]
   md_columns = ['variant', 'seeds done', 'test error % (mean ± std)',
                 'train-test gap pp (mean ± std)', 'head params', 'total params', 'status']

@@ -320,7 +320,7 @@ def convert(path: str, zoo_name: str, model_config=None):
   import ml_collections
   from nin_jax.train import config as config_lib
   from nin_jax.data import datasets
-  from nin_jax.train import steps
+  from nin_jax.train import train_step
 
   if zoo_name not in ZOO:
     raise CaffeModelError(f'unknown zoo model {zoo_name!r}; choose one of {sorted(ZOO)}')
@@ -329,7 +329,7 @@ def convert(path: str, zoo_name: str, model_config=None):
     model_config = ml_collections.ConfigDict(config_lib.base_config().model.to_dict())
     model_config.preset = zoo.preset
   info = datasets.DATASETS[zoo.dataset]
-  model = steps.build_model(model_config, info.num_classes, info.image_shape)
+  model = train_step.build_model(model_config, info.num_classes, info.image_shape)
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   template = nnx.to_pure_dict(params)
   converted = to_params(read_net(path), template, bgr_input=zoo.bgr_input,
@@ -364,12 +364,12 @@ def write_workdir(workdir, config, model, fitted: dict[str, np.ndarray]) -> None
   import jax
   from nin_jax.runtime import checkpoint
   from nin_jax.train import predict
-  from nin_jax.train import steps
+  from nin_jax.train import train_step
 
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2))
-  state, _ = steps.create_train_state(config, model.spec.num_classes, model.input_shape, 1, 1)
+  state, _ = train_step.create_train_state(config, model.spec.num_classes, model.input_shape, 1, 1)
   params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   state = state.replace(params=jax.tree.map(jax.numpy.asarray, params))
   checkpointer = checkpoint.Checkpointer(os.fspath(workdir))

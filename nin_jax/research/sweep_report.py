@@ -85,7 +85,7 @@ def check_metric(rows: list[dict], metric: str) -> None:
     raise SweepError(f'metric {metric!r} is in no finished trial; choose one of {available}')
 
 
-def _cell(value: Any) -> str:
+def _cell_text(value: Any) -> str:
   if isinstance(value, float):
     return f'{value:.4g}'
   return '' if value is None else str(value)
@@ -103,7 +103,7 @@ def write_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
     storage.write_atomic(epath.Path(csv_path), buffer.getvalue())
   if md_path is not None:
     def md(v):
-      return _cell(v).replace('|', '\\|').replace('\n', ' ')
+      return _cell_text(v).replace('|', '\\|').replace('\n', ' ')
     lines = ([f'{title}\n'] if title else []) + [
         '| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
     lines += ['| ' + ' | '.join(md(v) for v in row) + ' |' for row in rows]
@@ -163,8 +163,8 @@ def plot_metric(rows: list[dict], keys: Sequence[str], metric: str, png_path: ep
       if len(positive) == len(xs) and max(xs) / min(xs) >= 10:
         ax.set_xscale('log')
     else:
-      labels = sorted({_cell(_json_value(x)) for x in xs})
-      ax.scatter([labels.index(_cell(_json_value(x))) for x in xs], ys, zorder=3)
+      labels = sorted({_cell_text(_json_value(x)) for x in xs})
+      ax.scatter([labels.index(_cell_text(_json_value(x))) for x in xs], ys, zorder=3)
       ax.set_xticks(range(len(labels)), labels)
     ax.set_xlabel(key)
     ax.set_ylabel(metric)

@@ -94,7 +94,7 @@ def choice(*values: Any) -> Distribution:
                       f'choice{values}')
 
 
-def random(n: int, seed: int = 0, **distributions: Distribution | Sequence[Any]) -> list[dict]:
+def random_search(n: int, seed: int = 0, **distributions: Distribution | Sequence[Any]) -> list[dict]:
   """n trials drawn independently; a plain sequence means choice(*sequence).
 
   The draws are a function of `seed` only, so a rerun of the sweep names the

@@ -17,9 +17,9 @@ import ml_collections
 
 from nin_jax.data import datasets
 from nin_jax.data import input_pipeline
-from nin_jax.model import models
+from nin_jax.model import nin
 from nin_jax.train import optim
-from nin_jax.model import presets
+from nin_jax.model import architectures
 
 DTYPES = ('float32', 'bfloat16')
 IMAGENET_MEANS = ('pixel', 'image')
@@ -49,7 +49,7 @@ def base_config() -> ml_collections.ConfigDict:
       validation_per_class_train=0,  # held out of 'train' per class for validation metrics
       validation_per_class_extra=0,  # held out of 'extra' per class (with train_extra)
       # Hold the train split on device and gather batches in the step: True,
-      # False, or None = auto (on an accelerator when it fits; nin_jax/train/dispatch.py).
+      # False, or None = auto (on an accelerator when it fits; nin_jax/train/steps_per_call.py).
       on_device=ml_collections.FieldReference(None, field_type=bool),
       train_subset=0,           # >0: use this many training images (quick runs)
       test_subset=0,            # >0: evaluate on this many test images
@@ -59,7 +59,7 @@ def base_config() -> ml_collections.ConfigDict:
       flip=False,               # random horizontal flips (off for digits)
   ))
   c.model = ml_collections.ConfigDict(dict(
-      preset='cifar10',         # the paper's network (nin_jax/model/presets.py)
+      preset='cifar10',         # the paper's network (nin_jax/model/architectures.py)
       width_multiplier=1.0,     # scales every layer's width; 1.0 = the paper
       head='gap',               # 'gap' (the paper) or 'fc' (the ablation)
       fc_hidden=(),             # hidden widths of the FC head
@@ -71,7 +71,7 @@ def base_config() -> ml_collections.ConfigDict:
       batch_norm=False,         # after every convolution (not in the paper)
       init='paper',             # 'paper' (Gaussian stds of the preset) or 'he'
       dtype='float32',          # compute dtype; params stay float32
-      conv_impl='auto',         # auto | conv | matmul | patches (see models.py)
+      conv_impl='auto',         # auto | conv | matmul | patches (see nin.py)
   ))
   c.optim = ml_collections.ConfigDict(dict(
       batch_size=128,           # global, across all devices and hosts
@@ -186,17 +186,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
   check(d.train_subset >= 0 and d.test_subset >= 0, 'dataset.train_subset',
         'subset sizes must be >= 0')
   check(config.augment.translate >= 0, 'augment.translate', 'must be >= 0 pixels')
-  check(m.preset in presets.PRESETS, 'model.preset',
-        f'unknown preset; choose one of {sorted(presets.PRESETS)}')
+  check(m.preset in architectures.PRESETS, 'model.preset',
+        f'unknown preset; choose one of {sorted(architectures.PRESETS)}')
   check(m.width_multiplier > 0, 'model.width_multiplier', 'must be positive')
-  check(m.head in models.HEADS, 'model.head', f'choose one of {models.HEADS}')
-  check(m.init in models.INITS, 'model.init', f'choose one of {models.INITS}')
+  check(m.head in nin.HEADS, 'model.head', f'choose one of {nin.HEADS}')
+  check(m.init in nin.INITS, 'model.init', f'choose one of {nin.INITS}')
   check(m.dtype in DTYPES, 'model.dtype', f'choose one of {DTYPES}')
-  check(m.conv_impl in models.CONV_IMPLS, 'model.conv_impl',
-        f'choose one of {models.CONV_IMPLS}')
+  check(m.conv_impl in nin.CONV_IMPLS, 'model.conv_impl',
+        f'choose one of {nin.CONV_IMPLS}')
   check(0.0 <= m.dropout_rate < 1.0, 'model.dropout_rate', 'must be in [0, 1)')
-  check(m.dropout_form in models.DROPOUT_FORMS, 'model.dropout_form',
-        f'choose one of {models.DROPOUT_FORMS}')
+  check(m.dropout_form in nin.DROPOUT_FORMS, 'model.dropout_form',
+        f'choose one of {nin.DROPOUT_FORMS}')
   check(0.0 <= m.fc_dropout < 1.0, 'model.fc_dropout', 'must be in [0, 1)')
   check(all(int(w) > 0 for w in m.fc_hidden), 'model.fc_hidden',
         'hidden widths must be positive')

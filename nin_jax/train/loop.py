@@ -1,12 +1,12 @@
 """The train loop: data in, steps compiled once, logs, evals and checkpoints out.
 
 Data path: input pipeline (this process's rows, numpy) → `DataParallel.to_global`
-(one jax.Array sharded on the mesh's 'data' axis) → `steps.train_step` (jit with
+(one jax.Array sharded on the mesh's 'data' axis) → `train_step.train_step` (jit with
 explicit in/out shardings, donated state) → metric sums kept on device and
 fetched only at log intervals → writers.
 
 Everything random is a function of (seed, step): the data order
-(input_pipeline.train_indices), augmentation and dropout (nin_jax/train/steps.py).
+(input_pipeline.train_indices), augmentation and dropout (nin_jax/train/train_step.py).
 A run resumed from a checkpoint at step k therefore continues exactly as if
 it had not stopped.
 """
@@ -31,16 +31,16 @@ from nin_jax.runtime import checkpoint as checkpoint_lib
 from nin_jax.train import config as config_lib
 from nin_jax.runtime import bucket_access
 from nin_jax.data import datasets
-from nin_jax.train import dispatch
+from nin_jax.train import steps_per_call
 from nin_jax.runtime import event_files
-from nin_jax.runtime import failures
+from nin_jax.runtime import user_errors
 from nin_jax.data import input_pipeline
 from nin_jax.runtime import metrics
 from nin_jax.train import predict
 from nin_jax.runtime import profiling
 from nin_jax.train import run_history
 from nin_jax.runtime import sharding
-from nin_jax.train import steps
+from nin_jax.train import train_step
 from nin_jax.runtime import storage
 from nin_jax.runtime import workdir_lock
 
@@ -117,7 +117,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     bucket_access.check_every_process(str(workdir))
   created = not workdir.exists()
   _check_workdir(workdir)
-  failures.quiet_library_noise()
+  user_errors.quiet_library_noise()
   try:
     with workdir_lock.held(str(workdir)):
       return _train_and_evaluate(config, workdir, profile_steps, allow_config_change)
@@ -126,16 +126,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       with contextlib.suppress(OSError):
         if not storage.is_remote(workdir):
           os.rmdir(workdir)  # Only if empty.
-    if failures.is_out_of_space(e):
-      raise failures.disk_full_error(workdir) from None
+    if user_errors.is_out_of_space(e):
+      raise user_errors.disk_full_error(workdir) from None
     raise
 
 
 def _train_and_evaluate(config, workdir: str, profile_steps, allow_config_change: bool) -> dict:
-  dp = sharding.DataParallel.create()
-  dp.check_batch_size(config.optim.batch_size, 'optim.batch_size')
+  data_parallel = sharding.DataParallel.create()
+  data_parallel.check_batch_size(config.optim.batch_size, 'optim.batch_size')
   eval_batch = config_lib.eval_batch_size(config)
-  dp.check_batch_size(eval_batch, 'eval_batch_size')
+  data_parallel.check_batch_size(eval_batch, 'eval_batch_size')
   _check_model_fits(config)
 
   data = input_pipeline.create(config.dataset)
@@ -151,9 +151,9 @@ def _train_and_evaluate(config, workdir: str, profile_steps, allow_config_change
   profiling.check_range(profile_steps, end_step)
   eval_every = max(1, int(round(config.eval_every_epochs * steps_per_epoch)))
 
-  state, task = steps.create_train_state(config, data.num_classes, data.image_shape,
+  state, statics = train_step.create_train_state(config, data.num_classes, data.image_shape,
                                          steps_per_epoch, total_steps,
-                                         sharding=dp.replicated)
+                                         sharding=data_parallel.replicated)
   checkpointer = checkpoint_lib.Checkpointer(
       workdir, keep=config.keep_checkpoints, metadata=run_history.checkpoint_metadata(config))
   abstract = jax.tree.map(
@@ -187,7 +187,7 @@ def _train_and_evaluate(config, workdir: str, profile_steps, allow_config_change
            if end_step < total_steps else '')
   metrics.console(
       f'{config.model.preset} on {config.dataset.name}: {sum(x.size for x in jax.tree.leaves(state.params)):,} params, '
-      f'{dp.num_devices} {jax.default_backend()} device(s) in {jax.process_count()} '
+      f'{data_parallel.num_devices} {jax.default_backend()} device(s) in {jax.process_count()} '
       f'process(es), global batch {config.optim.batch_size}, '
       f'{"resuming at" if start_step else "starting at"} step {start_step} of '
       f'{end_step} ({steps_per_epoch} per epoch{early}); workdir {workdir}')
@@ -197,17 +197,18 @@ def _train_and_evaluate(config, workdir: str, profile_steps, allow_config_change
   if schedule_note:
     metrics.console(schedule_note)
 
-  rep, bat = dp.replicated, dp.batch
+  replicated, batch_sharding = data_parallel.replicated, data_parallel.batch
   p_train_step = jax.jit(
-      functools.partial(steps.train_step, task), in_shardings=(rep, rep, bat, rep),
-      out_shardings=(rep, rep), donate_argnums=(0, 1))
-  p_eval_step = jax.jit(functools.partial(steps.eval_step, task),
-                        in_shardings=(rep, bat), out_shardings=rep)
+      functools.partial(train_step.train_step, statics),
+      in_shardings=(replicated, replicated, batch_sharding, replicated),
+      out_shardings=(replicated, replicated), donate_argnums=(0, 1))
+  p_eval_step = jax.jit(functools.partial(train_step.eval_step, statics),
+                        in_shardings=(replicated, batch_sharding), out_shardings=replicated)
 
   def evaluate_split(state, batches, prefix: str) -> dict[str, float]:
     totals = None
     for batch in batches:
-      out = p_eval_step(state, dp.to_global(batch))
+      out = p_eval_step(state, data_parallel.to_global(batch))
       totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
     totals = jax.device_get(totals)
     n = totals['count']
@@ -227,18 +228,19 @@ def _train_and_evaluate(config, workdir: str, profile_steps, allow_config_change
   progress = metrics.Progress(end_step, steps_per_epoch, config.optim.batch_size,
                               start_step)
   # Made on device: a host value would be equality-checked across hosts at every log.
-  zero_sums = jax.jit(steps.zero_train_sums, out_shardings=rep)
+  zero_sums = jax.jit(train_step.zero_train_sums, out_shardings=replicated)
   sums = zero_sums()
   last_eval: dict[str, float] = {}
-  on_device = dispatch.data_on_device(config.dataset, data, jax.default_backend())
+  on_device = steps_per_call.data_on_device(config.dataset, data, jax.default_backend())
   # Small datasets fit in device memory: the host then sends only indices.
-  device_data = dp.replicate({'image': data.train_images, 'label': data.train_labels}
+  device_data = data_parallel.replicate({'image': data.train_images, 'label': data.train_labels}
                              ) if on_device else None
-  per_dispatch = dispatch.steps_per_dispatch(config.steps_per_dispatch, on_device,
+  per_dispatch = steps_per_call.steps_per_dispatch(config.steps_per_dispatch, on_device,
                                              jax.default_backend())
   p_train_steps = jax.jit(
-      functools.partial(steps.train_steps, task),
-      in_shardings=(rep, rep, dp.stacked_batch, rep), out_shardings=(rep, rep),
+      functools.partial(train_step.train_steps, statics),
+      in_shardings=(replicated, replicated, data_parallel.stacked_batch, replicated),
+      out_shardings=(replicated, replicated),
       donate_argnums=(0, 1))
   boundaries = (config.log_every_steps, config.checkpoint_every_steps, eval_every)
   metrics.console(f'training split {"on device" if on_device else "streamed from the host"};'
@@ -258,12 +260,12 @@ def _train_and_evaluate(config, workdir: str, profile_steps, allow_config_change
     while step < end_step:
       # Up to per_dispatch steps in one call, ending exactly at the next
       # log/eval/checkpoint step.
-      n = dispatch.next_chunk(step, per_dispatch, end_step, boundaries, chunk_stops)
+      n = steps_per_call.next_chunk(step, per_dispatch, end_step, boundaries, chunk_stops)
       with profiler.step(step):
         if n == 1:
-          state, sums = p_train_step(state, sums, dp.to_global(next(batches)), device_data)
+          state, sums = p_train_step(state, sums, data_parallel.to_global(next(batches)), device_data)
         else:
-          chunk = dp.to_global(dispatch.stack_batches(batches, n), stacked=True)
+          chunk = data_parallel.to_global(steps_per_call.stack_batches(batches, n), stacked=True)
           state, sums = p_train_steps(state, sums, chunk, device_data)
         profiler.wait(sums)
       step += n
@@ -285,7 +287,7 @@ def _train_and_evaluate(config, workdir: str, profile_steps, allow_config_change
       if log_now:
         scalars = {'train/loss': host['loss'] / host['count'],
                    'train/accuracy': host['correct'] / host['count'],
-                   'train/learning_rate': float(task.schedule(step - 1))}
+                   'train/learning_rate': float(statics.schedule(step - 1))}
         images_per_s = progress.report(step, scalars)
         writer.write(step, {**scalars, 'train/images_per_s': images_per_s,
                             'epoch': step / steps_per_epoch})
@@ -315,7 +317,7 @@ def _train_and_evaluate(config, workdir: str, profile_steps, allow_config_change
           logging.warning('preempted: checkpoint at step %d written; rerun to resume', step)
         break
   profiler.close()  # The run ended before step B.
-  dp.assert_replicas_agree(state)  # Multi-process: every host ends with the same model.
+  data_parallel.assert_replicas_agree(state)  # Multi-process: every host ends with the same model.
   checkpointer.close()
   if step == end_step and not last_eval:  # Resumed after the end: report only.
     last_eval = evaluate(state)
@@ -328,7 +330,7 @@ def _train_and_evaluate(config, workdir: str, profile_steps, allow_config_change
         {'step': step, **{k: float(v) for k, v in last_eval.items()}}, indent=2))
     params, rest = jax.tree.map(lambda x: x.addressable_data(0),
                                 (state.params, state.batch_stats))
-    predict.export(workdir, nnx.merge(task.graphdef, params, rest))
+    predict.export(workdir, nnx.merge(statics.graphdef, params, rest))
   return {'step': step, 'preempted': step < end_step, 'signal': preemption.signal,
           **{k: float(v) for k, v in last_eval.items()}}
 
@@ -352,7 +354,7 @@ def _check_model_fits(config) -> None:
   """
   info = datasets.DATASETS[config.dataset.name]
   try:
-    nnx.eval_shape(lambda: steps.build_model(config.model, info.num_classes, info.image_shape))
+    nnx.eval_shape(lambda: train_step.build_model(config.model, info.num_classes, info.image_shape))
   except ValueError as e:
     raise ValueError(
         f'config.model.preset={config.model.preset!r} does not fit '

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from nin_jax.model.models import (ROLE_BIAS as BIAS, ROLE_LAST_BIAS as LAST_BIAS,
+from nin_jax.model.nin import (ROLE_BIAS as BIAS, ROLE_LAST_BIAS as LAST_BIAS,
                             ROLE_LAST_WEIGHT as LAST_WEIGHT, ROLE_NORM as NORM,
                             ROLE_WEIGHT as WEIGHT)
 

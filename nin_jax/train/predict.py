@@ -35,7 +35,7 @@ from flax import nnx
 from nin_jax.runtime import checkpoint
 from nin_jax.data import datasets
 from nin_jax.data import input_pipeline
-from nin_jax.train import steps
+from nin_jax.train import train_step
 
 INFERENCE_DIR = 'inference'
 EXPORTED = 'model.jax_exported'
@@ -123,7 +123,7 @@ def load_model(workdir, step: int | None = None):
   """(model, config, step): the run's NIN with the checkpoint's weights, in eval use."""
   config = load_config(workdir)
   info = datasets.DATASETS[config.dataset.name]
-  model = steps.build_model(config.model, info.num_classes, input_shape(config),
+  model = train_step.build_model(config.model, info.num_classes, input_shape(config),
                             seed=config.seed)
   restored = checkpoint.load_for_inspection(str(workdir), step)
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)

@@ -68,11 +68,11 @@ def changes(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
 
 
 def describe(diff, old_name: str = 'checkpoint', new_name: str = 'now') -> str:
-  return ', '.join(f'{k}: {_show(a)} ({old_name}) → {_show(b)} ({new_name})'
+  return ', '.join(f'{k}: {_short_repr(a)} ({old_name}) → {_short_repr(b)} ({new_name})'
                    for k, a, b in diff)
 
 
-def _show(value) -> str:
+def _short_repr(value) -> str:
   return repr(value) if isinstance(value, str) else json.dumps(value)
 
 

@@ -3,7 +3,7 @@
 Every preset is the authors' network, layer for layer (see
 ../shared/reference/nin-facts.md): the cuda-convnet CIFAR-10 definition, its
 CIFAR-100 / SVHN / MNIST siblings and the 4-block ImageNet model from the Caffe
-Model Zoo. Models are built from these specs by `nin_jax.model.models.NIN`; nothing
+Model Zoo. Models are built from these specs by `nin_jax.model.nin.NIN`; nothing
 here knows about training.
 """
 

@@ -18,9 +18,9 @@ import optax
 from flax import nnx
 
 from nin_jax.data import augment as augment_lib
-from nin_jax.model import models
+from nin_jax.model import nin
 from nin_jax.train import optim
-from nin_jax.model import presets
+from nin_jax.model import architectures
 
 # Streams folded into the seed so dropout, augmentation and init never share keys.
 _INIT, _DROPOUT, _AUGMENT = 0, 1, 2
@@ -36,7 +36,7 @@ class TrainState:
 
 
 @dataclasses.dataclass(frozen=True)
-class Task:
+class StepStatics:
   """The static pieces a run compiles against."""
   graphdef: Any
   tx: optax.GradientTransformation
@@ -45,13 +45,13 @@ class Task:
   config: ml_collections.ConfigDict
 
 
-def build_model(model_config, num_classes: int, input_shape, *, seed: int = 0) -> models.NIN:
+def build_model(model_config, num_classes: int, input_shape, *, seed: int = 0) -> nin.NIN:
   """The NIN that config.model names, for `num_classes` and `input_shape` (H, W, C)."""
-  spec = presets.get_preset(model_config.preset)
+  spec = architectures.get_preset(model_config.preset)
   if spec.num_classes != num_classes:
-    spec = presets.with_classes(spec, num_classes)
-  spec = presets.scaled(spec, model_config.width_multiplier)
-  return models.NIN(
+    spec = architectures.with_classes(spec, num_classes)
+  spec = architectures.scaled(spec, model_config.width_multiplier)
+  return nin.NIN(
       spec, input_shape=input_shape, head=model_config.head,
       fc_hidden=tuple(model_config.fc_hidden), fc_dropout=model_config.fc_dropout,
       dropout_rate=model_config.dropout_rate,
@@ -64,18 +64,18 @@ def build_model(model_config, num_classes: int, input_shape, *, seed: int = 0) -
 
 
 def create_train_state(config, num_classes: int, input_shape, steps_per_epoch: int,
-                       total_steps: int, *, sharding=None) -> tuple[TrainState, Task]:
-  """The initial train state and the run's static Task.
+                       total_steps: int, *, sharding=None) -> tuple[TrainState, StepStatics]:
+  """The initial train state and the run's static StepStatics.
 
   With `sharding`, one jit creates the state straight into arrays of that
   sharding: no host value is copied to a device. (On a mesh that spans
   processes, `jax.device_put` of host values first all-gathers every leaf to
   check that all hosts passed the same values.)
   """
-  task = None
+  statics = None
 
   def init() -> TrainState:
-    nonlocal task
+    nonlocal statics
     model = build_model(config.model, num_classes, input_shape, seed=config.seed)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     params, rest = nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
@@ -84,12 +84,13 @@ def create_train_state(config, num_classes: int, input_shape, steps_per_epoch: i
                                                       total_steps)
     tx = optim.create_optimizer(config.optim, model.param_roles(params), schedule,
                                 bias_schedule)
-    task = Task(graphdef, tx, schedule, num_classes, config)  # Static: safe out of a trace.
+    # Static: safe out of a trace.
+    statics = StepStatics(graphdef, tx, schedule, num_classes, config)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=rest, opt_state=tx.init(params))
 
   state = init() if sharding is None else jax.jit(init, out_shardings=sharding)()
-  return state, task
+  return state, statics
 
 
 def _cross_entropy(logits, labels, num_classes: int, label_smoothing: float):
@@ -104,13 +105,13 @@ def zero_train_sums():
           'first_bad_step': jnp.full((), -1, jnp.int32)}
 
 
-def train_step(task: Task, state: TrainState, sums, batch, device_data=None):
+def train_step(statics: StepStatics, state: TrainState, sums, batch, device_data=None):
   """One SGD step on a global batch; adds its loss/accuracy to the on-device sums.
 
   `batch` holds images and labels, or (with `device_data`, the whole training
   split already on device) the indices of the rows to gather.
   """
-  cfg = task.config
+  cfg = statics.config
   if device_data is not None:
     batch = {k: device_data[k][batch['index']] for k in ('image', 'label')}
   seed_key = jax.random.key(cfg.seed)
@@ -121,9 +122,9 @@ def train_step(task: Task, state: TrainState, sums, batch, device_data=None):
 
   def loss_fn(params, batch_stats):
     # copy=True: a fresh module per trace, as jax.grad needs (flax#5050).
-    model = nnx.merge(task.graphdef, params, batch_stats, copy=True)
+    model = nnx.merge(statics.graphdef, params, batch_stats, copy=True)
     logits = model(images, train=True, dropout_key=dropout_key)
-    loss = _cross_entropy(logits, batch['label'], task.num_classes,
+    loss = _cross_entropy(logits, batch['label'], statics.num_classes,
                           cfg.optim.label_smoothing).mean()
     if cfg.testing.inject_nan_at_step:  # Test-only fault (config.testing); not traced otherwise.
       loss = loss * jnp.where(state.step + 1 == cfg.testing.inject_nan_at_step,
@@ -133,7 +134,7 @@ def train_step(task: Task, state: TrainState, sums, batch, device_data=None):
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params, state.batch_stats)
-  updates, opt_state = task.tx.update(grads, state.opt_state, state.params)
+  updates, opt_state = statics.tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
 
   finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
@@ -149,7 +150,7 @@ def train_step(task: Task, state: TrainState, sums, batch, device_data=None):
   return state, sums
 
 
-def train_steps(task: Task, state: TrainState, sums, batches, device_data=None):
+def train_steps(statics: StepStatics, state: TrainState, sums, batches, device_data=None):
   """`train_step` over each batch along `batches`' leading axis, in one compiled call.
 
   A loop over k steps inside one dispatch (lax.scan) takes the host out of the
@@ -157,18 +158,18 @@ def train_steps(task: Task, state: TrainState, sums, batches, device_data=None):
   the result is that of k calls of `train_step`.
   """
   def body(carry, batch):
-    return train_step(task, *carry, batch, device_data), None
+    return train_step(statics, *carry, batch, device_data), None
   (state, sums), _ = jax.lax.scan(body, (state, sums), batches)
   return state, sums
 
 
-def eval_step(task: Task, state: TrainState, batch):
+def eval_step(statics: StepStatics, state: TrainState, batch):
   """Masked sums of loss, top-1 and top-5 hits over one padded global batch."""
-  model = nnx.merge(task.graphdef, state.params, state.batch_stats, copy=True)
+  model = nnx.merge(statics.graphdef, state.params, state.batch_stats, copy=True)
   logits = model(batch['image'], train=False)
   mask = batch['mask']
-  loss = _cross_entropy(logits, batch['label'], task.num_classes, 0.0)
-  top5 = jax.lax.top_k(logits, min(5, task.num_classes))[1]
+  loss = _cross_entropy(logits, batch['label'], statics.num_classes, 0.0)
+  top5 = jax.lax.top_k(logits, min(5, statics.num_classes))[1]
   return {'loss': jnp.sum(loss * mask),
           'correct': jnp.sum((jnp.argmax(logits, -1) == batch['label']) * mask),
           'correct_top5': jnp.sum(jnp.any(top5 == batch['label'][:, None], -1) * mask),

@@ -245,22 +245,22 @@ def benchmark() -> None:
 
   def main(argv):
     del argv
-    from nin_jax.research import benchmark as benchmark_lib
+    from nin_jax.research import throughput
     from nin_jax.cli import train_command as cli
     from nin_jax.runtime import profiling
     cli.library_logs_at_warning()
     if FLAGS.host_overhead:
-      rows = benchmark_lib.host_overhead(FLAGS.config)
-      print(benchmark_lib.format_overhead(rows))
+      rows = throughput.host_overhead(FLAGS.config)
+      print(throughput.format_overhead(rows))
       print(json.dumps(rows))
       return
-    result = benchmark_lib.compare(
+    result = throughput.compare(
         FLAGS.config, steps=FLAGS.steps, warmup=FLAGS.warmup,
         peak_tflops=FLAGS.peak_tflops, compare_torch=FLAGS.compare_torch,
         torch_threads=FLAGS.torch_threads, torch_device=FLAGS.torch_device,
         torch_compile=FLAGS.torch_compile,
         profile_steps=profiling.parse_steps(FLAGS.profile_steps), profile_dir=FLAGS.profile_dir)
-    print(benchmark_lib.format_report(result))
+    print(throughput.format_report(result))
     print(json.dumps(result))
     if FLAGS.output:
       with open(FLAGS.output, 'w') as f:

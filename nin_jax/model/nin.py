@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from nin_jax.model import presets as presets_lib
-# Re-exported: callers name the layers through nin_jax.model.models.
+from nin_jax.model import architectures
+# Re-exported: callers name the layers through nin_jax.model.nin.
 from nin_jax.model.layers import (CONV_IMPLS, CPU_WEIGHT_GRAD_CHUNKS, INITS,  # noqa: F401
                             DROPOUT_FORMS, ConvImpl, ConvLayer, Init, LocalLayer,
                             channel_matmul, dropout, dropout_at_test,
@@ -37,7 +37,7 @@ class MLPConv(nnx.Module):
                local_input_hw: tuple[int, int] | None = None,
                dtype=jnp.float32, rngs: nnx.Rngs):
     """local_input_hw: the input's H, W when the k×k layer is locally connected."""
-    init_stds = init_stds or (presets_lib.PAPER_INIT_STD,) * len(features)
+    init_stds = init_stds or (architectures.PAPER_INIT_STD,) * len(features)
     layers = []
     for i, (out_features, std) in enumerate(zip(features, init_stds)):
       spatial = i == 0
@@ -70,7 +70,7 @@ class FCHead(nnx.Module):
                dtype, rngs: nnx.Rngs):
     widths = (in_features, *hidden, num_classes)
     self.kernels = nnx.List([
-        nnx.Param(kernel_init(init, presets_lib.PAPER_INIT_STD)(rngs.params(), (a, b)))
+        nnx.Param(kernel_init(init, architectures.PAPER_INIT_STD)(rngs.params(), (a, b)))
         for a, b in zip(widths[:-1], widths[1:])])
     self.biases = nnx.List([nnx.Param(jnp.zeros((b,))) for b in widths[1:]])
     self.dropout_rate = dropout_rate
@@ -101,7 +101,7 @@ class NIN(nnx.Module):
   in training, × (1 − p) at test) or 'inverted' (Caffe); see layers.DROPOUT_FORMS.
   """
 
-  def __init__(self, spec: presets_lib.NINSpec, *, input_shape=None,
+  def __init__(self, spec: architectures.NINSpec, *, input_shape=None,
                head: str = 'gap', fc_hidden: Sequence[int] = (),
                fc_dropout: float = 0.0, dropout_rate: float = 0.5,
                dropout_form: str = 'inverted',
@@ -216,7 +216,7 @@ class NIN(nnx.Module):
     return jax.tree_util.tree_map_with_path(role, params)
 
 
-def macs_per_example(spec: presets_lib.NINSpec, input_shape=None, *,
+def macs_per_example(spec: architectures.NINSpec, input_shape=None, *,
                      head: str = 'gap', fc_hidden: Sequence[int] = ()) -> int:
   """Forward multiply-accumulates for one image (convolutions and Dense layers)."""
   h, w, cin = input_shape or spec.input_shape

@@ -29,15 +29,15 @@ import numpy as np
 
 from nin_jax.data import input_pipeline
 from nin_jax.runtime import metrics
-from nin_jax.model import models
-from nin_jax.model import presets
+from nin_jax.model import nin
+from nin_jax.model import architectures
 from nin_jax.runtime import profiling
 from nin_jax.runtime import sharding
-from nin_jax.train import steps as train_steps  # `steps` is a step count here
+from nin_jax.train import train_step
 
 
 def _input_shape_and_classes(config) -> tuple[tuple[int, int, int], int]:
-  spec = presets.get_preset(config.model.preset)
+  spec = architectures.get_preset(config.model.preset)
   return spec.input_shape, spec.num_classes
 
 
@@ -50,23 +50,24 @@ def train_step_throughput(config: ml_collections.ConfigDict, *, steps: int = 10,
   traced into profile_dir; traced steps run slower, so keep them in the warmup
   or read the trace, not the timing.
   """
-  dp = sharding.DataParallel.create()
+  data_parallel = sharding.DataParallel.create()
   batch = config.optim.batch_size
-  dp.check_batch_size(batch)
+  data_parallel.check_batch_size(batch)
   input_shape, num_classes = _input_shape_and_classes(config)
-  state, task = train_steps.create_train_state(config, num_classes, input_shape,
+  state, statics = train_step.create_train_state(config, num_classes, input_shape,
                                          steps_per_epoch=1000, total_steps=100_000)
-  state = dp.replicate(state)
-  sums = dp.replicate(train_steps.zero_train_sums())
-  rep, bat = dp.replicated, dp.batch
-  step_fn = jax.jit(functools.partial(train_steps.train_step, task),
-                    in_shardings=(rep, rep, bat), out_shardings=(rep, rep),
+  state = data_parallel.replicate(state)
+  sums = data_parallel.replicate(train_step.zero_train_sums())
+  replicated, batch_sharding = data_parallel.replicated, data_parallel.batch
+  step_fn = jax.jit(functools.partial(train_step.train_step, statics),
+                    in_shardings=(replicated, replicated, batch_sharding),
+                    out_shardings=(replicated, replicated),
                     donate_argnums=(0, 1))
   rng = np.random.default_rng(0)
   local = batch // jax.process_count()
   host_batch = {'image': rng.standard_normal((local, *input_shape), np.float32),
                 'label': rng.integers(0, num_classes, local).astype(np.int32)}
-  device_batch = dp.to_global(host_batch)
+  device_batch = data_parallel.to_global(host_batch)
 
   t0 = time.perf_counter()
   compiled = step_fn.lower(state, sums, device_batch).compile()
@@ -82,17 +83,17 @@ def train_step_throughput(config: ml_collections.ConfigDict, *, steps: int = 10,
       times.append(time.perf_counter() - t0)
   profiler.close()
   step_s = statistics.median(times)
-  flops_per_image = models.train_flops_per_example(
-      presets.get_preset(config.model.preset), input_shape, head=config.model.head,
+  flops_per_image = nin.train_flops_per_example(
+      architectures.get_preset(config.model.preset), input_shape, head=config.model.head,
       fc_hidden=tuple(config.model.fc_hidden))
   images_per_s = batch / step_s
   return {
       'framework': 'jax', 'jax_version': jax.__version__,
-      'backend': jax.default_backend(), 'devices': dp.num_devices,
+      'backend': jax.default_backend(), 'devices': data_parallel.num_devices,
       'device_kind': jax.devices()[0].device_kind,
       'preset': config.model.preset, 'batch_size': batch,
       'dtype': config.model.dtype,
-      'conv_impl': models.resolve_conv_impl(config.model.conv_impl),
+      'conv_impl': nin.resolve_conv_impl(config.model.conv_impl),
       'xla_flags': os.environ.get('XLA_FLAGS', ''),
       'compile_s': compile_s, 'step_time_s_median': step_s,
       'images_per_s': images_per_s,
@@ -110,11 +111,11 @@ def input_pipeline_throughput(config: ml_collections.ConfigDict, *,
       rng.standard_normal((num_examples, *input_shape), np.float32),
       rng.integers(0, num_classes, num_examples).astype(np.int32),
       np.zeros((1, *input_shape), np.float32), np.zeros((1,), np.int32), num_classes)
-  dp = sharding.DataParallel.create()
+  data_parallel = sharding.DataParallel.create()
   it = input_pipeline.train_batches(data, config.optim.batch_size, seed=0)
   t0 = time.perf_counter()
   for _ in range(batches):
-    jax.block_until_ready(dp.to_global(next(it)))
+    jax.block_until_ready(data_parallel.to_global(next(it)))
   return batches * config.optim.batch_size / (time.perf_counter() - t0)
 
 
@@ -187,25 +188,27 @@ def host_overhead(config: ml_collections.ConfigDict, *, ks=(1, 8, 32),
 
 def compiled_step_time(config, k: int, *, calls: int) -> float:
   """Seconds per step of the loop's compiled call (k steps, data on device)."""
-  dp = sharding.DataParallel.create()
+  data_parallel = sharding.DataParallel.create()
   input_shape, num_classes = _input_shape_and_classes(config)
   batch, n = config.optim.batch_size, 4 * config.optim.batch_size
-  state, task = train_steps.create_train_state(config, num_classes, input_shape,
+  state, statics = train_step.create_train_state(config, num_classes, input_shape,
                                                steps_per_epoch=1000, total_steps=100_000)
   rng = np.random.default_rng(0)
-  data = dp.replicate({'image': rng.standard_normal((n, *input_shape), np.float32),
+  data = data_parallel.replicate({'image': rng.standard_normal((n, *input_shape), np.float32),
                        'label': rng.integers(0, num_classes, n).astype(np.int32)})
-  rep = dp.replicated
+  replicated = data_parallel.replicated
   index = rng.integers(0, n, (k, batch)).astype(np.int32)
   if k == 1:
-    fn, batches = train_steps.train_step, dp.to_global({'index': index[0]})
-    shard = dp.batch
+    fn, batches = train_step.train_step, data_parallel.to_global({'index': index[0]})
+    shard = data_parallel.batch
   else:
-    fn, batches = train_steps.train_steps, dp.to_global({'index': index}, stacked=True)
-    shard = dp.stacked_batch
-  call = jax.jit(functools.partial(fn, task), in_shardings=(rep, rep, shard, rep),
-                 out_shardings=(rep, rep), donate_argnums=(0, 1))
-  state, sums = dp.replicate(state), dp.replicate(train_steps.zero_train_sums())
+    fn, batches = train_step.train_steps, data_parallel.to_global({'index': index}, stacked=True)
+    shard = data_parallel.stacked_batch
+  call = jax.jit(functools.partial(fn, statics),
+                 in_shardings=(replicated, replicated, shard, replicated),
+                 out_shardings=(replicated, replicated), donate_argnums=(0, 1))
+  state = data_parallel.replicate(state)
+  sums = data_parallel.replicate(train_step.zero_train_sums())
   state, sums = call(state, sums, batches, data)  # compile and warm up
   jax.block_until_ready(state)
   t0 = time.perf_counter()
