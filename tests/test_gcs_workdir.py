@@ -370,8 +370,8 @@ def test_appended_files_reach_the_bucket_at_its_pace(gcs, proxy):
   # The composed event file reads back whole: one train/loss per step.
   from tensorboard.compat.proto import event_pb2
 
-  from nin_jax.runtime import event_files
-  payloads, cut_short = event_files._records(
+  from nin_jax.runtime import rewind
+  payloads, cut_short = rewind._records(
       (epath.Path(f'gs://{BUCKET}') / events).read_bytes())
   assert not cut_short
   losses = [e.step for e in map(event_pb2.Event.FromString, payloads)

@@ -22,6 +22,7 @@ from etils import epath
 from nin_jax.runtime import storage
 
 METRICS_FILE = 'metrics.jsonl'
+TENSORBOARD_DIR = 'tensorboard'
 
 
 class MetricWriter:
@@ -42,7 +43,7 @@ class MetricWriter:
     if self.enabled:
       workdir.mkdir(parents=True, exist_ok=True)
       self._jsonl = storage.AppendedFile(self.jsonl_path, upload_every_s=upload_every_s)
-      self._tb = EventFile(workdir / 'tensorboard', upload_every_s=upload_every_s)
+      self._tb = EventFile(workdir / TENSORBOARD_DIR, upload_every_s=upload_every_s)
       self._files = [self._jsonl, self._tb.file]
 
   def write(self, step: int, scalars: dict[str, float]) -> None:
