@@ -156,16 +156,7 @@ def run_benchmark(
     `threads`, when given, sets torch's intra-op thread count for the duration of
     the call and restores the previous value afterwards.
     """
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
-    if dtype not in ("float32", "bfloat16"):
-        raise ValueError(f"unknown dtype {dtype!r}; choose float32 or bfloat16")
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"unknown device {device!r}; choose cpu or cuda")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda requested but torch.cuda.is_available() is False")
-    if steps < 1 or warmup < 0 or batch_size < 1:
-        raise ValueError("need steps >= 1, warmup >= 0, batch_size >= 1")
+    _check_arguments(preset, batch_size, steps, warmup, device, dtype)
 
     prev_threads = torch.get_num_threads()
     if threads is not None:
@@ -173,47 +164,13 @@ def run_benchmark(
     try:
         torch.manual_seed(seed)
         dev = torch.device(device)
-        cfg = PRESETS[preset]
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
         model = build_model(preset).to(dev, memory_format=memory_format)
         model.train()  # dropout active, as in training
-        n_params = count_params(model)
-        optimizer = torch.optim.SGD(
-            model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY
-        )
-        step_model = torch.compile(model) if compile else model
-
-        # Fixed synthetic batch, created once: data loading is not part of the timing.
-        gen = torch.Generator(device="cpu").manual_seed(seed)
-        s = cfg["image_size"]
-        images = torch.randn(batch_size, cfg["in_channels"], s, s, generator=gen)
-        labels = torch.randint(0, cfg["num_classes"], (batch_size,), generator=gen)
-        images = images.to(dev).contiguous(memory_format=memory_format)
-        labels = labels.to(dev)
-
-        use_autocast = dtype == "bfloat16"
-
-        def train_step() -> torch.Tensor:
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_autocast):
-                logits = step_model(images)
-                loss = F.cross_entropy(logits.float(), labels)
-            loss.backward()
-            optimizer.step()
-            return loss
-
-        for _ in range(warmup):
-            train_step()
-        _sync(dev)
-
-        times = []
-        for _ in range(steps):
-            _sync(dev)
-            t0 = time.perf_counter()
-            loss = train_step()
-            _sync(dev)
-            times.append(time.perf_counter() - t0)
+        images, labels = _synthetic_batch(PRESETS[preset], batch_size, seed, dev, memory_format)
+        train_step = _sgd_step(model, images, labels, dev, dtype, compile)
+        times, loss = _time_steps(train_step, steps, warmup, dev)
 
         if not torch.isfinite(loss.detach()).item():
             raise RuntimeError(f"non-finite loss after training: {loss.item()}")
@@ -229,7 +186,7 @@ def run_benchmark(
             "channels_last": bool(channels_last),
             "compile": bool(compile),
             "threads": torch.get_num_threads(),
-            "params": n_params,
+            "params": count_params(model),
             "step_time_s_median": median,
             "images_per_s": batch_size / median,
             "steps": steps,
@@ -237,6 +194,64 @@ def run_benchmark(
     finally:
         if threads is not None:
             torch.set_num_threads(prev_threads)
+
+
+def _check_arguments(preset: str, batch_size: int, steps: int, warmup: int, device: str,
+                     dtype: str) -> None:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+    if dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"unknown dtype {dtype!r}; choose float32 or bfloat16")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {device!r}; choose cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda requested but torch.cuda.is_available() is False")
+    if steps < 1 or warmup < 0 or batch_size < 1:
+        raise ValueError("need steps >= 1, warmup >= 0, batch_size >= 1")
+
+
+def _synthetic_batch(cfg: dict, batch_size: int, seed: int, dev, memory_format):
+    """A fixed batch, made once: data loading is not part of the timing."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    s = cfg["image_size"]
+    images = torch.randn(batch_size, cfg["in_channels"], s, s, generator=gen)
+    labels = torch.randint(0, cfg["num_classes"], (batch_size,), generator=gen)
+    return images.to(dev).contiguous(memory_format=memory_format), labels.to(dev)
+
+
+def _sgd_step(model, images, labels, dev, dtype: str, compile: bool):  # noqa: A002
+    """One SGD step of `model` on the fixed batch, as the authors' solver runs it."""
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY
+    )
+    step_model = torch.compile(model) if compile else model
+    use_autocast = dtype == "bfloat16"
+
+    def train_step() -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_autocast):
+            logits = step_model(images)
+            loss = F.cross_entropy(logits.float(), labels)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    return train_step
+
+
+def _time_steps(train_step, steps: int, warmup: int, dev) -> tuple[list[float], torch.Tensor]:
+    """Seconds of each of `steps` timed steps after `warmup` untimed ones, and the last loss."""
+    for _ in range(warmup):
+        train_step()
+    _sync(dev)
+    times = []
+    for _ in range(steps):
+        _sync(dev)
+        t0 = time.perf_counter()
+        loss = train_step()
+        _sync(dev)
+        times.append(time.perf_counter() - t0)
+    return times, loss
 
 
 def parse_args(argv=None) -> argparse.Namespace:
