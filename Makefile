@@ -34,7 +34,7 @@ $(FASHION_MNIST):
 quickstart: setup data
 	$(PY) experiments/fashion_mnist.py --workdir=workdirs/quickstart
 
-# A real one-node SLURM for tests/test_slurm.py (the README's sbatch script).
+# A real one-node SLURM for tests/test_slurm.py (docs/install.md's sbatch script).
 $(SLURM):
 	$(SUDO) apt-get update -q
 	$(SUDO) apt-get install -y -q slurm-wlm

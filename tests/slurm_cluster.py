@@ -1,4 +1,4 @@
-"""A one-node SLURM cluster on this machine, for testing the README's SLURM recipe.
+"""A one-node SLURM cluster on this machine, for testing docs/install.md's SLURM recipe.
 
 Debian's slurm-wlm (slurmctld, slurmd, srun, sbatch) and munge, each daemon
 started in the foreground with its files in a temporary directory and its own

@@ -1,9 +1,9 @@
-"""The README's install blocks (Cloud TPU pod, GPU machine) run twice, as pasted.
+"""docs/install.md's install blocks (Cloud TPU pod, GPU machine) run twice, as pasted.
 
-Each block is read out of the README (as tests/test_slurm.py reads the batch
+Each block is read out of docs/install.md (as tests/test_slurm.py reads the batch
 script) and run by bash in a fresh home directory, twice, against a local
 clone of this repository standing in for GitHub. Only what this machine has
-not is changed, each change asserted so the test breaks when the README does:
+not is changed, each change asserted so the test breaks when the page does:
 - `gcloud compute tpus tpu-vm ssh ... --command=CMD` runs CMD here, as the
   worker would (any other gcloud line would only be echoed);
 - the accelerator extras ('.[tpu]', '.[cuda12]') become '.': libtpu and
@@ -23,12 +23,14 @@ import pytest
 from conftest import REPO
 from readme_blocks import edited, readme_block
 
+PAGE = 'docs/install.md'
+
 PYTHON312 = shutil.which('python3.12') if sys.version_info[:2] == (3, 12) else None
 PYTHON312 = PYTHON312 or next(iter(sorted(
     __import__('glob').glob(os.path.expanduser('~/.pyenv/versions/3.12.*/bin/python3.12')))), None)
 pytestmark = pytest.mark.skipif(PYTHON312 is None, reason='needs a Python 3.12 interpreter')
 
-# Runs the README's `gcloud compute tpus tpu-vm ssh --command=...` on this
+# Runs the page's `gcloud compute tpus tpu-vm ssh --command=...` on this
 # machine, as the one worker; any other gcloud command is only echoed.
 FAKE_GCLOUD = '''gcloud() {
   local arg
@@ -90,12 +92,12 @@ def run_twice(script: str, tmp_path, remote):
 
 
 def test_the_tpu_pod_install_runs_twice(tmp_path, remote):
-  block = readme_block('tpu-vm ssh', "-e '.[tpu]'")
+  block = readme_block('tpu-vm ssh', "-e '.[tpu]'", page=PAGE)
   run_twice(edited(block, [("-e '.[tpu]'", "-e '.'")]), tmp_path, remote)
 
 
 def test_the_gpu_install_runs_twice(tmp_path, remote):
-  block = readme_block('REF=main', "-e '.[cuda12]'")
+  block = readme_block('REF=main', "-e '.[cuda12]'", page=PAGE)
   run_twice(edited(block, [
       ("-e '.[cuda12]'", "-e '.'"),
       ('REPO=https://github.com/<you>/nin_jax.git REF=main', '# REPO, REF: the test\'s'),

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, TINY, make_tiny_config, read_jsonl, run_cli
+from readme_blocks import page_text
 from nin_jax.runtime import checkpoint
 from nin_jax.train import loop as train
 
@@ -667,12 +668,11 @@ def test_tensorboard_shows_each_step_once_after_a_resume(tmp_path):
 
 # --- Exit statuses --------------------------------------------------------------
 
-def test_the_readme_tables_every_exit_status():
-  """One table says what each status means; the tests above and in test_bad_input.py,
-  test_sweeps.py check each (0 preempted, 1 a trial not done, 2, 3, 130)."""
-  with open(os.path.join(REPO, 'README.md')) as f:
-    section = f.read().split('**Exit statuses.**', 1)[1]
-  table = [line for line in section.split('\n\n')[1].splitlines() if line.startswith('| ')]
+def test_the_docs_table_every_exit_status():
+  """One table (docs/reliability.md) says what each status means; the tests above and in
+  test_bad_input.py, test_sweeps.py check each (0 preempted, 1 a trial not done, 2, 3, 130)."""
+  section = page_text('docs/reliability.md').split('## Exit statuses', 1)[1].split('\n## ', 1)[0]
+  table = [line for line in section.splitlines() if line.startswith('| ')]
   rows = {int(line.split('|')[1]): line for line in table[1:]}
   assert sorted(rows) == [0, 1, 2, 3, 130]
   for status, words in {0: 'preempted (SIGTERM)', 1: 'did not finish', 2: 'bad input',

@@ -1,8 +1,8 @@
-"""The README's SLURM recipe, as pasted, on a real one-node SLURM (tests/slurm_cluster.py).
+"""docs/install.md's SLURM recipe, as pasted, on a real one-node SLURM (tests/slurm_cluster.py).
 
-The batch script is read out of the README. Only what a GPU cluster has and
+The batch script is read out of docs/install.md. Only what a GPU cluster has and
 this machine has not is changed (nodes, tasks, GPUs, paths, the CIFAR-10 batch),
-each change asserted, so the test breaks when the README's script does. The job
+each change asserted, so the test breaks when the page's script does. The job
 runs two tasks that find each other through SLURM's environment, is preempted
 with SIGTERM (what `--signal=TERM@120` sends at the time limit), and the same
 script submitted again resumes the run.
@@ -22,8 +22,8 @@ pytestmark = pytest.mark.skipif(slurm_cluster.missing() is not None,
                                 reason=str(slurm_cluster.missing()))
 
 
-def readme_sbatch_script() -> str:
-  return readme_block('#!/bin/bash\n#SBATCH --job-name=nin-cifar10\n')
+def documented_sbatch_script() -> str:
+  return readme_block('#!/bin/bash\n#SBATCH --job-name=nin-cifar10\n', page='docs/install.md')
 
 
 def on_this_machine(script: str, workdir) -> str:
@@ -54,9 +54,9 @@ def cluster(tmp_path):
   cluster.stop()
 
 
-def test_the_readmes_sbatch_script_trains_is_preempted_and_resumes(cluster, tmp_path):
+def test_the_documented_sbatch_script_trains_is_preempted_and_resumes(cluster, tmp_path):
   script = tmp_path / 'nin.sbatch'
-  script.write_text(on_this_machine(readme_sbatch_script(), tmp_path / 'run'))
+  script.write_text(on_this_machine(documented_sbatch_script(), tmp_path / 'run'))
   out = lambda job: (tmp_path / f'slurm-{job}.out').read_text()
 
   first = cluster.sbatch(script, cwd=tmp_path)
