@@ -24,6 +24,7 @@ from typing import Sequence
 from etils import epath
 
 from nin_jax.runtime import storage
+from nin_jax.runtime import tables
 from nin_jax.research import sweep_report
 from nin_jax.research import sweeps
 from nin_jax.research import trials as trials_lib
@@ -191,10 +192,10 @@ def write_report(workdir: str) -> dict[str, epath.Path]:
                   _round(t['train_acc']), _round(t['gap']), t['test_loss'], t['step'],
                   t['status'], t['error']] for t in trials]
   # The Markdown summary shows mean ± std in one cell; the CSV keeps them apart.
-  sweep_report.write_table(md_columns, md_table, md_path=paths['md'], title=_title(cfg0, paper))
-  sweep_report.write_table(columns, table, csv_path=paths['csv'])
-  sweep_report.write_table(trial_columns, trial_table, md_path=paths['trials_md'],
-                           csv_path=paths['trials_csv'], title='Every trial of the head ablation.')
+  tables.write_table(md_columns, md_table, md_path=paths['md'], title=_title(cfg0, paper))
+  tables.write_table(columns, table, csv_path=paths['csv'])
+  tables.write_table(trial_columns, trial_table, md_path=paths['trials_md'],
+                     csv_path=paths['trials_csv'], title='Every trial of the head ablation.')
   plot_errors(summary, paths['errors_png'])
   plot_curves({t['trial']: (t['variant'], t['workdir']) for t in trials}, paths['png'])
   return paths

@@ -6,14 +6,13 @@ overrides, the status, metrics.jsonl and final_metrics.json. Local or gs://.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from typing import Any, Sequence
 
 from etils import epath
 
 from nin_jax.runtime import storage
+from nin_jax.runtime import tables
 from nin_jax.research import trials
 from nin_jax.research.sweeps import SweepError
 
@@ -128,35 +127,10 @@ def selection_text(rows: list[dict], metric: str, select_on_test: bool) -> str:
   if best is None or metric not in best['scalars']:
     return basis
   beside = paired_test_metric(metric)
-  chosen = f' Chosen: {best["name"]}, {metric} {_cell_text(best["scalars"][metric])}'
+  chosen = f' Chosen: {best["name"]}, {metric} {tables.cell_text(best["scalars"][metric])}'
   if beside in best['scalars']:
-    chosen += f', {beside} {_cell_text(best["scalars"][beside])}'
+    chosen += f', {beside} {tables.cell_text(best["scalars"][beside])}'
   return basis + chosen + '.'
-
-
-def _cell_text(value: Any) -> str:
-  if isinstance(value, float):
-    return f'{value:.4g}'
-  return '' if value is None else str(value)
-
-
-def write_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
-                md_path: epath.PathLike | None = None, csv_path: epath.PathLike | None = None,
-                title: str = '') -> None:
-  """The rows as a Markdown table and/or a CSV file (CSV keeps full precision)."""
-  if csv_path is not None:
-    buffer = io.StringIO(newline='')
-    writer = csv.writer(buffer)
-    writer.writerow(columns)
-    writer.writerows([['' if v is None else v for v in row] for row in rows])
-    storage.write_atomic(epath.Path(csv_path), buffer.getvalue())
-  if md_path is not None:
-    def md(v):
-      return _cell_text(v).replace('|', '\\|').replace('\n', ' ')
-    lines = ([f'{title}\n'] if title else []) + [
-        '| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
-    lines += ['| ' + ' | '.join(md(v) for v in row) + ' |' for row in rows]
-    storage.write_atomic(epath.Path(md_path), '\n'.join(lines) + '\n')
 
 
 def write_report(sweep_dir: str, metric: str = VALIDATION + 'accuracy',
@@ -192,7 +166,7 @@ def write_report(sweep_dir: str, metric: str = VALIDATION + 'accuracy',
            + ', '.join(f'{n} {s}' for s, n in counts.items() if n) + f'), sorted by {metric} '
            f'({"lower" if lower_is_better(metric) else "higher"} is better). '
            + selection_text(rows, metric, select_on_test))
-  write_table(columns, table, md_path=paths['md'], csv_path=paths['csv'], title=title)
+  tables.write_table(columns, table, md_path=paths['md'], csv_path=paths['csv'], title=title)
   plot_metric(rows, keys, metric, paths['png'])
   return paths
 
@@ -220,8 +194,8 @@ def plot_metric(rows: list[dict], keys: Sequence[str], metric: str, png_path: ep
       if len(positive) == len(xs) and max(xs) / min(xs) >= 10:
         ax.set_xscale('log')
     else:
-      labels = sorted({_cell_text(_json_value(x)) for x in xs})
-      ax.scatter([labels.index(_cell_text(_json_value(x))) for x in xs], ys, zorder=3)
+      labels = sorted({tables.cell_text(_json_value(x)) for x in xs})
+      ax.scatter([labels.index(tables.cell_text(_json_value(x))) for x in xs], ys, zorder=3)
       ax.set_xticks(range(len(labels)), labels)
     ax.set_xlabel(key)
     ax.set_ylabel(metric)
