@@ -265,37 +265,16 @@ def plot_curves(runs: dict[str, tuple[str, str]], png_path: epath.Path) -> None:
 
   `runs` maps a trial name to (variant, workdir); every seed of a variant is drawn.
   """
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-  from nin_jax.runtime import metrics
-
-  fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+  from nin_jax.runtime import metrics  # It imports jax: only for the plot.
+  fig, axes = metrics.curves_figure()
   labelled = set()
-  for trial, (variant, wd) in runs.items():
+  for variant, wd in runs.values():
     try:
       records = metrics.read_metrics(wd)
     except OSError:
       continue
-    color = f'C{VARIANTS.index(variant)}'
-    first = variant not in labelled
+    metrics.draw_curves(axes, records, color=f'C{VARIANTS.index(variant)}',
+                        label=None if variant in labelled else LABELS[variant])
     labelled.add(variant)
-    for name, ax in (('loss', ax_loss), ('accuracy', ax_acc)):
-      train = [(r['epoch'], r[f'train/{name}']) for r in records if f'train/{name}' in r]
-      test = [(r['epoch'], r[f'test/{name}']) for r in records if f'test/{name}' in r]
-      if train:
-        ax.plot(*zip(*train), color=color, alpha=0.7,
-                label=f'{LABELS[variant]} train' if first else None)
-      if test:
-        ax.plot(*zip(*test), color=color, linestyle='--', marker='o', markersize=3,
-                label=f'{LABELS[variant]} test' if first else None)
-  for ax, ylabel in ((ax_loss, 'cross-entropy'), (ax_acc, 'top-1 accuracy')):
-    ax.set_xlabel('epoch')
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-      ax.legend(fontsize=7)
-  fig.suptitle('Head ablation: GAP vs FC vs FC + dropout (every seed)')
-  fig.tight_layout()
-  storage.save_figure(fig, png_path, dpi=100)
-  plt.close(fig)
+  metrics.save_curves(fig, axes, 'Head ablation: GAP vs FC vs FC + dropout (every seed)',
+                      png_path)
