@@ -7,7 +7,7 @@ overrides, the status, metrics.jsonl and final_metrics.json. Local or gs://.
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from typing import Sequence
 
 from etils import epath
 
