@@ -2,7 +2,7 @@
 
     python experiments/sweep.py --config=nin_jax/configs/fashion_mnist.py \
         --workdir=workdirs/sweep_fmnist [--config.num_epochs=2] [--dry_run] \
-        [--metric=test/accuracy] [--report_only]
+        [--metric=val/accuracy] [--report_only]
 
 Trials live in <workdir>/trial_<i>_<key=value...>/; rerunning skips finished
 trials and resumes an interrupted one. --dry_run prints each trial's command.

@@ -1,7 +1,8 @@
 """Sweeps: trials are declared next to the config with grid/zip_/random, each runs as
 an ordinary run in its own directory, finished trials are skipped on rerun, a
 failing trial is recorded and does not stop the others, and the results come
-out as a sorted Markdown/CSV table and a PNG."""
+out as a sorted Markdown/CSV table and a PNG. Trials are ranked and chosen on
+validation images held out of training, by default; on test only when asked."""
 
 import csv
 import json
@@ -12,7 +13,8 @@ import sys
 import ml_collections
 import pytest
 
-from conftest import REPO, TINY, run_cli
+from conftest import REPO, TINY, make_tiny_config, run_cli
+from nin_jax.cli import research_commands
 from nin_jax.research import sweep_report
 from nin_jax.research import sweeps
 from nin_jax.research import trials
@@ -103,6 +105,81 @@ def test_the_shipped_configs_sweeps_fit_their_configs():
       sweeps.apply_overrides(config, t)
 
 
+# --- Choosing on validation data ---------------------------------------------
+
+
+def test_a_sweep_holds_out_a_tenth_of_training_unless_its_trials_hold_out_some():
+  lrs = [{'optim.learning_rate': 0.1}, {'optim.learning_rate': 0.3}]
+  # Fashion-MNIST: 60,000 training images of 10 classes, so 600 per class.
+  assert sweeps.validation_holdout(make_tiny_config(), lrs) == {
+      'dataset.validation_per_class_train': 600}
+  cifar100 = make_tiny_config(**{'dataset.name': 'cifar100'})
+  assert sweeps.validation_holdout(cifar100, lrs) == {'dataset.validation_per_class_train': 50}
+  # The config, a --config.* flag or the sweep itself already holds some out.
+  held = make_tiny_config(**{'dataset.validation_per_class_train': 50})
+  assert sweeps.validation_holdout(held, lrs) == {}
+  own = [{**t, 'dataset.validation_per_class_train': 20} for t in lrs]
+  assert sweeps.validation_holdout(make_tiny_config(), own) == {}
+  with pytest.raises(sweeps.SweepError, match='hold out different validation splits'):
+    sweeps.validation_holdout(make_tiny_config(), [own[0], lrs[1]])
+  imagenet = make_tiny_config(**{'dataset.name': 'imagenet2012'})
+  with pytest.raises(sweeps.SweepError, match='cannot hold out validation images; rank on its '
+                     'test split with --metric=test/accuracy --select_on_test'):
+    sweeps.validation_holdout(imagenet, lrs)
+
+
+def fake_trials(sweep_dir, scalars_by_trial):
+  """Finished trials as the runner leaves them: overrides.json and final_metrics.json."""
+  for i, (name, scalars) in enumerate(scalars_by_trial.items()):
+    trial = sweep_dir / name
+    trial.mkdir(parents=True)
+    trials.write_json(trial / trials.OVERRIDES_FILE,
+                      {'index': i, 'overrides': {'optim.learning_rate': 0.1 * (i + 1)}})
+    trials.write_json(trial / trials.FINAL_METRICS_FILE, {'step': 8, **scalars})
+
+
+def test_ranking_on_test_takes_an_explicit_flag_and_the_table_says_so(tmp_path):
+  # Validation and test disagree: `a` is best on validation, `b` on test.
+  fake_trials(tmp_path, {
+      'a': {'val/accuracy': 0.90, 'test/accuracy': 0.80},
+      'b': {'val/accuracy': 0.85, 'test/accuracy': 0.84}})
+
+  paths = sweep_report.write_report(str(tmp_path))  # Chosen on validation: `a`.
+  rows = read_csv(paths['csv'])
+  assert [r['trial'] for r in rows] == ['a', 'b']
+  assert list(rows[0])[3:5] == ['val/accuracy', 'test/accuracy']
+  assert rows[0]['test/accuracy'] == '0.8'
+  md = paths['md'].read_text()
+  assert 'Chosen: a, val/accuracy 0.9, test/accuracy 0.8.' in md
+  assert 'test metrics beside it chose nothing' in md
+
+  with pytest.raises(sweeps.SweepError, match=r'--metric=test/accuracy would choose the trial '
+                     r'on the test split; .*--metric=val/accuracy.*--select_on_test'):
+    sweep_report.write_report(str(tmp_path), 'test/accuracy')
+  with pytest.raises(sweeps.SweepError, match='--select_on_test ranks on a test metric'):
+    sweep_report.write_report(str(tmp_path), 'val/accuracy', select_on_test=True)
+
+  paths = sweep_report.write_report(str(tmp_path), 'test/accuracy', select_on_test=True)
+  assert [r['trial'] for r in read_csv(paths['csv'])] == ['b', 'a']
+  assert 'Ranked on the TEST split (test/accuracy, --select_on_test)' in paths['md'].read_text()
+
+
+def test_trials_without_validation_metrics_say_how_to_get_them(tmp_path):
+  fake_trials(tmp_path, {'a': {'test/accuracy': 0.8}})  # A sweep from before: no val/*.
+  with pytest.raises(sweeps.SweepError, match=r'logged no validation metrics .* rerun the sweep '
+                     r'into a new --workdir .* --metric=test/accuracy --select_on_test'):
+    sweep_report.write_report(str(tmp_path))
+
+
+def test_ranking_on_test_trains_on_the_whole_training_split(tmp_path):
+  config_path = tmp_path / 'tiny_sweep.py'
+  config_path.write_text(SWEEP_CONFIG)
+  _, dry = sweep_in_process(config_path, tmp_path / 'sweep', dry_run=True,
+                            metric='test/accuracy', select_on_test=True)
+  assert len(dry.strip().splitlines()) == 4  # Commands only: no note, no hold-out.
+  assert 'validation_per_class' not in dry
+
+
 # --- Running a sweep end to end --------------------------------------------
 
 
@@ -113,7 +190,7 @@ def sweep_cli(config_path, workdir, *args, overrides=BASE):
 
 
 def sweep_in_process(config_path, workdir, **kwargs):
-  """sweeps.main as experiments/sweep.py calls it (cheaper than a process for
+  """run_sweep as experiments/sweep.py calls it (cheaper than a process for
   the steps that train nothing new); returns (trials not done, printed text)."""
   import importlib.util
   import io
@@ -123,8 +200,8 @@ def sweep_in_process(config_path, workdir, **kwargs):
   config = sweeps.apply_overrides(module.get_config(), BASE)
   config.lock()
   out = io.StringIO()
-  options = {'dry_run': False, 'report_only': False, 'metric': 'test/accuracy', **kwargs}
-  not_done = sweeps.main(
+  options = {'dry_run': False, 'report_only': False, 'metric': 'val/accuracy', **kwargs}
+  not_done = research_commands.run_sweep(
       config=config, config_path=str(config_path), workdir=str(workdir),
       argv=[f'--config.{k}={v}' for k, v in BASE.items()],
       trainer=os.path.join(REPO, 'experiments', 'fashion_mnist.py'), stream=out, **options)
@@ -143,9 +220,15 @@ def test_sweep_runs_skips_records_failures_and_reports(tmp_path):
   names = ['trial_000_lr=0.02', 'trial_001_lr=0.05', 'trial_002_lr=0.1', 'trial_003_dropout=1.5']
 
   # --dry_run: one exact shell command per trial, and nothing run.
+  # Every trial holds out the same validation images (a tenth of Fashion-MNIST's
+  # 60,000 training images: 600 per class), said once as a comment of the script.
   _, dry = sweep_in_process(config_path, workdir, dry_run=True)
-  commands = dry.strip().splitlines()
+  note, *commands = dry.strip().splitlines()
+  assert note.startswith('# choosing on validation data: every trial holds out 600 training '
+                         'images per class (--config.dataset.validation_per_class_train=600')
   assert len(commands) == 4
+  assert all('--config.dataset.validation_per_class_train=600' in shlex.split(c)
+             for c in commands)
   for command, name in zip(commands, names):
     argv = shlex.split(command)
     assert argv[0] == sys.executable and argv[1].endswith('fashion_mnist.py')
@@ -177,15 +260,23 @@ def test_sweep_runs_skips_records_failures_and_reports(tmp_path):
   assert 'config.model.dropout_rate=1.5: must be in [0, 1)' in failed['error_tail']
   assert not (workdir / names[3] / 'final_metrics.json').exists()
 
-  # The table: finished trials best first, then the failed one with its error.
+  # The table: finished trials best first by validation accuracy, each with its
+  # test accuracy beside it, then the failed one with its error.
   rows = read_csv(workdir / 'results.csv')
+  assert list(rows[0])[2:4] == ['optim.learning_rate', 'model.dropout_rate']
+  assert list(rows[0])[4:6] == ['val/accuracy', 'test/accuracy']
   assert [r['trial'] for r in rows][3] == names[3]
-  accuracies = [float(r['test/accuracy']) for r in rows[:3]]
+  accuracies = [float(r['val/accuracy']) for r in rows[:3]]
   assert accuracies == sorted(accuracies, reverse=True)
+  final = json.loads((workdir / rows[0]['trial'] / 'final_metrics.json').read_text())
+  assert final['val/examples'] == 6000
+  assert float(rows[0]['test/accuracy']) == final['test/accuracy']
   assert [r['status'] for r in rows] == ['done'] * 3 + ['failed']
   assert 'must be in [0, 1)' in rows[3]['error']
   markdown = (workdir / 'results.md').read_text()
   assert markdown.count('| trial_') == 4 and 'failed' in markdown
+  assert 'Ranked on validation images held out of training (val/accuracy)' in markdown
+  assert f"Chosen: {rows[0]['trial']}, val/accuracy " in markdown
   assert (workdir / 'results.png').stat().st_size > 5_000
 
   # Rerun: finished trials are skipped untouched; the failed one is tried again.
@@ -198,13 +289,14 @@ def test_sweep_runs_skips_records_failures_and_reports(tmp_path):
                     for n in names[:3]}
 
   # --report_only from the workdir alone, sorted by another metric (lower is better).
-  sweeps.main(config=None, config_path=None, workdir=str(workdir), argv=[], trainer='',
-              metric='test/loss', dry_run=False, report_only=True, stream=open(os.devnull, 'w'))
-  losses = [float(r['test/loss']) for r in read_csv(workdir / 'results.csv')[:3]]
+  research_commands.run_sweep(
+      config=None, config_path=None, workdir=str(workdir), argv=[], trainer='',
+      metric='val/loss', dry_run=False, report_only=True, stream=open(os.devnull, 'w'))
+  losses = [float(r['val/loss']) for r in read_csv(workdir / 'results.csv')[:3]]
   assert losses == sorted(losses)
-  with pytest.raises(sweeps.SweepError, match=r"metric 'test/nope' is in no finished trial; "
-                     r"choose one of \[.*'test/accuracy'"):
-    sweep_report.write_report(str(workdir), 'test/nope')
+  with pytest.raises(sweeps.SweepError, match=r"metric 'val/nope' is in no finished trial; "
+                     r"choose one of \[.*'val/accuracy'"):
+    sweep_report.write_report(str(workdir), 'val/nope')
 
 
 def test_bad_sweep_key_stops_before_any_trial(tmp_path):
@@ -226,3 +318,10 @@ def test_missing_config_or_report_metric_is_a_clear_error(tmp_path):
   proc = run_cli('sweep.py', tmp_path / 'none', extra_args=['--report_only'])
   assert proc.returncode == 2 and 'Traceback' not in proc.stderr
   assert 'does not exist' in proc.stderr
+  # Choosing on the test split is refused unless asked for by name.
+  proc = sweep_cli(FASHION_CONFIG, tmp_path / 's', '--metric=test/accuracy')
+  assert proc.returncode == 2 and proc.stdout == '' and not (tmp_path / 's').exists()
+  assert proc.stderr.splitlines() == [
+      'error: --metric=test/accuracy would choose the trial on the test split; rank on '
+      'validation data (--metric=val/accuracy, the default) or add --select_on_test to choose '
+      'on test deliberately']

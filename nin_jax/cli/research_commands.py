@@ -8,9 +8,11 @@ never holds two commands' flags.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import os
+import shlex
 import sys
 from typing import Callable, Sequence
 
@@ -18,6 +20,10 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from nin_jax import configs
+from nin_jax.research import ablation as ablation_lib
+from nin_jax.research import sweep_report
+from nin_jax.research import sweeps
+from nin_jax.research import trials
 
 FLAGS = flags.FLAGS
 # A clone's experiments/ (one training script per config); absent when installed.
@@ -47,22 +53,26 @@ def sweep() -> None:
   tables and plots the results.
 
       nin-sweep --config=fashion_mnist --workdir=workdirs/sweep_fmnist \\
-          [--config.num_epochs=2] [--dry_run] [--metric=test/accuracy] [--report_only]
+          [--config.num_epochs=2] [--dry_run] [--metric=val/accuracy] [--report_only]
 
   The config file defines sweep() (nin_jax/research/sweeps.py); every --config.* flag
-  applies to every trial. Trials live in <workdir>/trial_<i>_<key=value...>/;
+  applies to every trial. Trials are ranked and chosen on validation images held
+  out of training: a tenth of the training split unless the trials hold out some
+  (--config.dataset.validation_per_class_train=N); the table shows each trial's
+  test metric beside. Ranking on test takes --metric=test/accuracy --select_on_test. Trials live in <workdir>/trial_<i>_<key=value...>/;
   rerunning skips finished trials and resumes an interrupted one. Ctrl-C: the
   running trial saves a checkpoint and the sweep stops (exit status 130); a
   second Ctrl-C stops at once.
   """
-  from nin_jax.research import sweeps
-
   def define_flags():
     config_flags.DEFINE_config_file('config', None, 'Config file with get_config() and sweep().',
                                     lock_config=True)
     flags.DEFINE_string('workdir', None, 'Sweep directory (local or gs://); one '
                         'subdirectory per trial.')
-    flags.DEFINE_string('metric', 'test/accuracy', 'Metric to sort and plot by.')
+    flags.DEFINE_string('metric', 'val/accuracy', 'Metric to rank, choose and plot by: a '
+                        'validation metric (val/*); a test metric needs --select_on_test.')
+    flags.DEFINE_bool('select_on_test', False, 'Rank and choose on a test metric '
+                      '(--metric=test/...); the table says so.')
     flags.DEFINE_bool('dry_run', False, 'Print every trial command; run nothing.')
     flags.DEFINE_bool('report_only', False, 'Only (re)write the table and plot from workdir.')
     _trainer_flag()
@@ -70,14 +80,71 @@ def sweep() -> None:
 
   def run() -> int:
     config_path = config_flags.get_config_filename(FLAGS['config']) if FLAGS.config else None
-    return sweeps.main(
+    return run_sweep(
         config=FLAGS.config, config_path=config_path, workdir=FLAGS.workdir,
-        argv=sys.argv[1:], metric=FLAGS.metric, dry_run=FLAGS.dry_run,
-        report_only=FLAGS.report_only,
+        argv=sys.argv[1:], metric=FLAGS.metric, select_on_test=FLAGS.select_on_test,
+        dry_run=FLAGS.dry_run, report_only=FLAGS.report_only,
         trainer=FLAGS.trainer or default_trainer(config_path or ''))
 
   sys.argv[1:] = configs.expand_names(sys.argv[1:])
   _run_command(define_flags, run, 'trial', default_config=None, usage=sweep.__doc__)
+
+
+def run_sweep(*, config, config_path: str | None, workdir: str, argv: Sequence[str],
+              trainer: str, metric: str, dry_run: bool, report_only: bool,
+              select_on_test: bool = False, stream=sys.stdout) -> int:
+  """Dry-runs, runs or reports a sweep; returns the number of trials not done."""
+  sweep_report.check_ranking(metric, select_on_test)  # Before any trial runs.
+  write_report = functools.partial(sweep_report.write_report, workdir, metric, select_on_test)
+  if report_only:
+    return run_and_report(None, write_report, dry_run=False, stream=stream)
+  if config is None or not config_path:
+    raise sweeps.SweepError('--config is required (unless --report_only)')
+  base_args = trials.base_override_args(argv)
+  overrides = sweeps.load_sweep(config_path)
+  for trial in overrides:  # Every key and type checked before any trial runs.
+    sweeps.apply_overrides(config, trial)
+  if metric.startswith(sweep_report.VALIDATION):
+    base_args += _hold_out_validation(config, overrides, dry_run=dry_run, stream=stream)
+  trial_list = trials.make_trials(
+      overrides, workdir,
+      lambda wd, o: trials.trial_command(trainer, config_path, wd, base_args, o))
+  return run_and_report(trial_list, write_report, base_args=base_args, dry_run=dry_run,
+                        stream=stream)
+
+
+def _hold_out_validation(config, overrides: Sequence[dict], *, dry_run: bool,
+                         stream) -> list[str]:
+  """The flag that holds out every trial's validation images, said aloud; [] if they have one."""
+  held = sweeps.validation_holdout(config, overrides)
+  if not held:
+    return []
+  (key, per_class), = held.items()
+  flag = f'--config.{key}={per_class}'
+  note = (f'choosing on validation data: every trial holds out {per_class} training images '
+          f'per class ({flag}, a tenth of the training split); set that flag to change it, '
+          'or rank on test with --metric=test/accuracy --select_on_test')
+  print(('# ' if dry_run else '') + note, file=stream, flush=True)  # A comment in a script.
+  return [flag]
+
+
+def run_and_report(trial_list: Sequence[trials.Trial] | None, write_report: Callable[[], dict],
+                   *, base_args: Sequence[str] = (), dry_run: bool, stream) -> int:
+  """Prints the trials' commands (dry_run), or runs them (None: none) and prints the report.
+
+  Returns how many trials did not finish.
+  """
+  if dry_run:
+    for t in trial_list:
+      print(shlex.join(t.command), file=stream)
+    return 0
+  statuses = {}
+  if trial_list is not None:
+    statuses = trials.run_trials(trial_list, base_args=base_args, stream=stream)
+  paths = write_report()
+  print(paths['md'].read_text(), file=stream)
+  print('wrote ' + ', '.join(map(str, paths.values())), file=stream)
+  return sum(s != trials.DONE for s in statuses.values())
 
 
 def ablation() -> None:
@@ -93,8 +160,6 @@ def ablation() -> None:
   and ablation_curves.png. Ctrl-C: the running variant saves a checkpoint and
   the ablation stops (exit status 130); a second Ctrl-C stops at once.
   """
-  from nin_jax.research import ablation as ablation_lib
-  from nin_jax.research import sweeps
   default_config = configs.path('fashion_mnist')
 
   def define_flags():
@@ -115,7 +180,7 @@ def ablation() -> None:
   def run() -> int:
     _jax_on_cpu_only()  # The report builds each variant's model to count its parameters.
     config_path = config_flags.get_config_filename(FLAGS['config'])
-    return ablation_lib.main(
+    return run_ablation(
         config=FLAGS.config, config_path=config_path, workdir=FLAGS.workdir,
         argv=sys.argv[1:], fc_dropout=FLAGS.fc_dropout, dry_run=FLAGS.dry_run,
         report_only=FLAGS.report_only, seeds=seeds(),
@@ -130,6 +195,24 @@ def ablation() -> None:
   sys.argv[1:] = configs.expand_names(sys.argv[1:])
   _run_command(define_flags, run, 'variant', default_config=default_config,
                usage=ablation.__doc__)
+
+
+def run_ablation(*, config, config_path: str, workdir: str, argv: Sequence[str], trainer: str,
+                 fc_dropout: float, dry_run: bool, report_only: bool,
+                 seeds: Sequence[int] = (), stream=sys.stdout) -> int:
+  """Dry-runs, runs or reports the head ablation; returns the number of trials not done.
+
+  It chooses nothing: every variant trains on the training split and reports
+  its test error, as the paper did.
+  """
+  write_report = functools.partial(ablation_lib.write_report, workdir)
+  if report_only:
+    return run_and_report(None, write_report, dry_run=False, stream=stream)
+  base_args = trials.base_override_args(argv)
+  trial_list = ablation_lib.make_trials(config, config_path, workdir, trainer, base_args,
+                                        fc_dropout, seeds)
+  return run_and_report(trial_list, write_report, base_args=base_args, dry_run=dry_run,
+                        stream=stream)
 
 
 def _jax_on_cpu_only() -> None:
@@ -170,8 +253,6 @@ def _run_command(define_flags: Callable[[], None], run: Callable[[], int],
   """
   from nin_jax.cli import train_command as cli
   from nin_jax.train import config_file
-  from nin_jax.research import sweeps
-  from nin_jax.research import trials
   try:  # Before ml_collections imports it: a bad file is one line, not a traceback.
     config_file.check_argv(sys.argv, default_config)
   except config_file.ConfigFileError as e:

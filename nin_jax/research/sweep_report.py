@@ -6,14 +6,13 @@ overrides, the status, metrics.jsonl and final_metrics.json. Local or gs://.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-from typing import Any, Sequence
+from typing import Sequence
 
 from etils import epath
 
 from nin_jax.runtime import storage
+from nin_jax.runtime import tables
 from nin_jax.research import trials
 from nin_jax.research.sweeps import SweepError
 
@@ -70,6 +69,28 @@ def lower_is_better(metric: str) -> bool:
   return any(w in metric for w in ('loss', 'error'))
 
 
+# The loop logs metrics of the validation images held out of training as val/*,
+# of the test split as test/*.
+VALIDATION, TEST = 'val/', 'test/'
+
+
+def check_ranking(metric: str, select_on_test: bool) -> None:
+  """Trials are chosen on validation data; on test only when asked for by name."""
+  if metric.startswith(TEST) and not select_on_test:
+    raise SweepError(
+        f'--metric={metric} would choose the trial on the test split; rank on validation '
+        f'data (--metric={VALIDATION}{metric[len(TEST):]}, the default) or add '
+        '--select_on_test to choose on test deliberately')
+  if select_on_test and not metric.startswith(TEST):
+    raise SweepError(f'--select_on_test ranks on a test metric and --metric={metric} is '
+                     'not one; pass e.g. --metric=test/accuracy')
+
+
+def paired_test_metric(metric: str) -> str | None:
+  """The test metric reported beside a validation metric: val/accuracy -> test/accuracy."""
+  return TEST + metric[len(VALIDATION):] if metric.startswith(VALIDATION) else None
+
+
 def sort_rows(rows: list[dict], metric: str) -> list[dict]:
   """Done trials by the metric (best first), then the rest in trial order."""
   sign = 1 if lower_is_better(metric) else -1
@@ -80,46 +101,55 @@ def sort_rows(rows: list[dict], metric: str) -> list[dict]:
 
 def check_metric(rows: list[dict], metric: str) -> None:
   done = [r for r in rows if r['status'] == trials.DONE]
-  if done and not any(metric in r['scalars'] for r in done):
-    available = sorted({k for r in done for k in r['scalars']})
-    raise SweepError(f'metric {metric!r} is in no finished trial; choose one of {available}')
+  if not done or any(metric in r['scalars'] for r in done):
+    return
+  if metric.startswith(VALIDATION) and not any(
+      k.startswith(VALIDATION) for r in done for k in r['scalars']):
+    raise SweepError(
+        'the trials logged no validation metrics (they held out no validation images); '
+        'rerun the sweep into a new --workdir (it holds them out by default), or rank on '
+        'test with --metric=test/accuracy --select_on_test')
+  available = sorted({k for r in done for k in r['scalars']})
+  raise SweepError(f'metric {metric!r} is in no finished trial; choose one of {available}')
 
 
-def _cell_text(value: Any) -> str:
-  if isinstance(value, float):
-    return f'{value:.4g}'
-  return '' if value is None else str(value)
+def selection_text(rows: list[dict], metric: str, select_on_test: bool) -> str:
+  """What the ranking chose and on which split, in words, for the table's title."""
+  if select_on_test:
+    basis = (f'Ranked on the TEST split ({metric}, --select_on_test): the chosen trial\'s '
+             'test score is what chose it, so it is optimistic, not a held-out estimate.')
+  elif metric.startswith(VALIDATION):
+    basis = (f'Ranked on validation images held out of training ({metric}); the test '
+             'metrics beside it chose nothing.')
+  else:
+    basis = f'Ranked by {metric}.'
+  best = rows[0] if rows and rows[0]['status'] == trials.DONE else None
+  if best is None or metric not in best['scalars']:
+    return basis
+  beside = paired_test_metric(metric)
+  chosen = f' Chosen: {best["name"]}, {metric} {tables.cell_text(best["scalars"][metric])}'
+  if beside in best['scalars']:
+    chosen += f', {beside} {tables.cell_text(best["scalars"][beside])}'
+  return basis + chosen + '.'
 
 
-def write_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
-                md_path: epath.PathLike | None = None, csv_path: epath.PathLike | None = None,
-                title: str = '') -> None:
-  """The rows as a Markdown table and/or a CSV file (CSV keeps full precision)."""
-  if csv_path is not None:
-    buffer = io.StringIO(newline='')
-    writer = csv.writer(buffer)
-    writer.writerow(columns)
-    writer.writerows([['' if v is None else v for v in row] for row in rows])
-    storage.write_atomic(epath.Path(csv_path), buffer.getvalue())
-  if md_path is not None:
-    def md(v):
-      return _cell_text(v).replace('|', '\\|').replace('\n', ' ')
-    lines = ([f'{title}\n'] if title else []) + [
-        '| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
-    lines += ['| ' + ' | '.join(md(v) for v in row) + ' |' for row in rows]
-    storage.write_atomic(epath.Path(md_path), '\n'.join(lines) + '\n')
+def write_report(sweep_dir: str, metric: str = VALIDATION + 'accuracy',
+                 select_on_test: bool = False) -> dict[str, epath.Path]:
+  """results.md, results.csv (sorted by metric) and results.png in sweep_dir.
 
-
-def write_report(sweep_dir: str, metric: str = 'test/accuracy') -> dict[str, epath.Path]:
-  """results.md, results.csv (sorted by metric) and results.png in sweep_dir."""
+  A validation metric's test metric stands beside it; ranking on a test
+  metric needs select_on_test, and the title then says so.
+  """
+  check_ranking(metric, select_on_test)
   rows = collect(sweep_dir)
   if not rows:
     raise SweepError(f'no trials in {sweep_dir} (no */{trials.OVERRIDES_FILE}); run the sweep first')
   check_metric(rows, metric)
   rows = sort_rows(rows, metric)
   keys = list(dict.fromkeys(k for r in rows for k in r['overrides']))
-  extra = [m for m in ('test/accuracy', 'test/loss', 'train/loss', 'train/accuracy')
-           if m != metric and any(m in r['scalars'] for r in rows)]
+  extra = [m for m in dict.fromkeys((paired_test_metric(metric), 'test/accuracy', 'test/loss',
+                                     'train/loss', 'train/accuracy'))
+           if m and m != metric and any(m in r['scalars'] for r in rows)]
   columns = ['rank', 'trial', *keys, metric, *extra, 'step', 'status', 'wall_s', 'error']
   table = []
   for rank, r in enumerate(rows, 1):
@@ -134,8 +164,9 @@ def write_report(sweep_dir: str, metric: str = 'test/accuracy') -> dict[str, epa
             for s in (trials.DONE, trials.FAILED, trials.INCOMPLETE, trials.PENDING)}
   title = (f'Sweep {root.name}: {len(rows)} trials ('
            + ', '.join(f'{n} {s}' for s, n in counts.items() if n) + f'), sorted by {metric} '
-           f'({"lower" if lower_is_better(metric) else "higher"} is better)')
-  write_table(columns, table, md_path=paths['md'], csv_path=paths['csv'], title=title)
+           f'({"lower" if lower_is_better(metric) else "higher"} is better). '
+           + selection_text(rows, metric, select_on_test))
+  tables.write_table(columns, table, md_path=paths['md'], csv_path=paths['csv'], title=title)
   plot_metric(rows, keys, metric, paths['png'])
   return paths
 
@@ -163,8 +194,8 @@ def plot_metric(rows: list[dict], keys: Sequence[str], metric: str, png_path: ep
       if len(positive) == len(xs) and max(xs) / min(xs) >= 10:
         ax.set_xscale('log')
     else:
-      labels = sorted({_cell_text(_json_value(x)) for x in xs})
-      ax.scatter([labels.index(_cell_text(_json_value(x))) for x in xs], ys, zorder=3)
+      labels = sorted({tables.cell_text(_json_value(x)) for x in xs})
+      ax.scatter([labels.index(tables.cell_text(_json_value(x))) for x in xs], ys, zorder=3)
       ax.set_xticks(range(len(labels)), labels)
     ax.set_xlabel(key)
     ax.set_ylabel(metric)

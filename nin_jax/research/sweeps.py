@@ -10,11 +10,15 @@ dotted keys, built with the helpers here:
 
 (`a__b` in a keyword is the key `a.b`, for configs written without `**{}`.)
 
-`main` (what experiments/sweep.py and nin-sweep call) runs each trial as the
+nin-sweep (nin_jax/cli/research_commands.py `run_sweep`) runs each trial as the
 experiment's own command line in a fresh process, in
 `<sweep workdir>/trial_<i>_<key=value...>/` (nin_jax/research/trials.py), then tables
 and plots the results (nin_jax/research/sweep_report.py). The sweep workdir may be
 local or gs://.
+
+Trials are chosen on validation data: `validation_holdout` gives every trial
+the same validation split held out of training (unless they hold one out
+already), and the report ranks by its val/* metrics, test metrics beside them.
 """
 
 from __future__ import annotations
@@ -25,10 +29,9 @@ import difflib
 import itertools
 import math
 import os
-import shlex
-import sys
 from typing import Any, Callable, Iterable, Sequence
 
+from nin_jax.data import datasets
 from nin_jax.train import config_file
 
 
@@ -171,31 +174,33 @@ def apply_overrides(config, overrides: dict):
 
 
 # ---------------------------------------------------------------------------
-# The sweep command's work (experiments/sweep.py and nin-sweep parse flags and call this).
+# Choosing on validation data.
+
+VALIDATION_KEY = 'dataset.validation_per_class_train'
+# What a sweep holds out when its trials hold out nothing: a tenth of the
+# training split, as many images of every class (CIFAR-10: 500 per class,
+# the usual 45,000/5,000 split). Held out before dataset.train_subset cuts.
+VALIDATION_FRACTION = 0.1
 
 
-def main(*, config, config_path: str | None, workdir: str, argv: Sequence[str],
-         trainer: str, metric: str, dry_run: bool, report_only: bool,
-         stream=sys.stdout) -> int:
-  """Dry-runs, runs or reports a sweep; returns the number of trials not done."""
-  from nin_jax.research import sweep_report
-  from nin_jax.research import trials as trials_lib
-  if not report_only:
-    if config is None or not config_path:
-      raise SweepError('--config is required (unless --report_only)')
-    base_args = trials_lib.base_override_args(argv)
-    overrides = load_sweep(config_path)
-    for trial in overrides:  # Every key and type checked before any trial runs.
-      apply_overrides(config, trial)
-    trials = trials_lib.make_trials(
-        overrides, workdir,
-        lambda wd, o: trials_lib.trial_command(trainer, config_path, wd, base_args, o))
-    if dry_run:
-      for t in trials:
-        print(shlex.join(t.command), file=stream)
-      return 0
-    statuses = trials_lib.run_trials(trials, base_args=base_args, stream=stream)
-  paths = sweep_report.write_report(workdir, metric)
-  print(paths['md'].read_text(), file=stream)
-  print(f'wrote {paths["md"]}, {paths["csv"]}, {paths["png"]}', file=stream)
-  return 0 if report_only else sum(s != trials_lib.DONE for s in statuses.values())
+def validation_holdout(config, trials: Sequence[dict]) -> dict:
+  """The override that gives every trial a validation split, or {} if they have one.
+
+  `config` carries the command line's overrides, each trial its own. Trials
+  are ranked against each other, so they must hold out the same images.
+  """
+  sizes = {apply_overrides(config, t).dataset.validation_per_class_train for t in trials}
+  if len(sizes) > 1:
+    raise SweepError(f'the trials hold out different validation splits ({VALIDATION_KEY} '
+                     f'in {sorted(sizes)}); ranking compares them on one: set it once')
+  if sizes.pop():
+    return {}
+  name = config.dataset.name
+  if name in datasets.STREAMED:
+    raise SweepError(f'{name} is streamed and cannot hold out validation images; rank '
+                     'on its test split with --metric=test/accuracy --select_on_test')
+  info = datasets.DATASETS.get(name)
+  if info is None:  # The trials' own config check names the problem.
+    return {}
+  per_class = int(info.num_examples['train'] * VALIDATION_FRACTION) // info.num_classes
+  return {VALIDATION_KEY: per_class}
