@@ -45,3 +45,11 @@ def test_benchmark_writes_a_trace(tmp_path):
                                f'--profile_dir={tmp_path / "prof"}'])
   assert result.returncode == 0, result.stderr[-3000:]
   assert len(_trace_files(tmp_path / 'prof')) == 1
+
+
+def test_the_summary_command_says_what_it_needs(tmp_path, capsys):
+  """`python -m nin_jax.runtime.profiling` without a trace: one line, status 2."""
+  assert profiling.print_summary([]) == 2
+  assert 'usage: python -m nin_jax.runtime.profiling PROFILE_DIR' in capsys.readouterr().err
+  assert profiling.print_summary([str(tmp_path)]) == 2
+  assert capsys.readouterr().err == f'error: no *.xplane.pb trace under {tmp_path}/plugins/profile\n'

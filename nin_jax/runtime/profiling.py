@@ -15,6 +15,7 @@ step is waited for inside its `StepTraceAnnotation`, so the trace viewer's
 from __future__ import annotations
 
 import contextlib
+import sys
 
 import jax
 from etils import epath
@@ -129,7 +130,21 @@ def summarize(logdir, *, top: int = 20) -> list[tuple[str, float, int]]:
   return [(k, t / 1e6 / steps, count[k]) for k, t in total.most_common(top)]
 
 
-if __name__ == '__main__':
-  import sys
-  for kind, ms, n in summarize(sys.argv[1]):
+def print_summary(argv: list[str]) -> int:
+  """`python -m nin_jax.runtime.profiling DIR`: the trace's op kinds, slowest first."""
+  if len(argv) != 1:
+    print('usage: python -m nin_jax.runtime.profiling PROFILE_DIR (a run\'s '
+          'workdir/profile, or --profile_dir of nin-benchmark)', file=sys.stderr)
+    return 2
+  try:
+    rows = summarize(argv[0])
+  except FileNotFoundError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  for kind, ms, n in rows:
     print(f'{ms:9.1f} ms/step  {n:6d}×  {kind}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(print_summary(sys.argv[1:]))
