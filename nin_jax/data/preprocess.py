@@ -28,6 +28,10 @@ __all__ = [
     'global_contrast_normalize', 'standardize',
 ]
 
+# config.dataset.preprocessing: what input_pipeline does to the images before training.
+# gcn_lcn and lcn: nin_jax/data/local_contrast.py; mean_image: nin_jax/data/mean_image.py.
+PREPROCESSINGS = ('standardize', 'gcn_zca', 'gcn_lcn', 'lcn', 'mean_image', 'none')
+
 # Images per chunk: 5000 CIFAR images are 61 MB as float32, 123 MB as float64.
 CHUNK = 5000
 
