@@ -16,17 +16,21 @@ from __future__ import annotations
 import os
 import sys
 
+import jax
 import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from nin_jax import configs
+from nin_jax.cli import config_doc
 from nin_jax.cli import errors
 from nin_jax.runtime import accelerators
 from nin_jax.runtime import metrics
+from nin_jax.runtime import profiling
 from nin_jax.train import run_history
 from nin_jax.runtime import sharding
 from nin_jax.runtime import storage
+from nin_jax.train import config as config_lib
 
 FLAGS = flags.FLAGS
 
@@ -86,8 +90,6 @@ def _main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   config = _loaded_config()
   if FLAGS.print_config:
-    from nin_jax.train import config as config_lib
-    from nin_jax.cli import config_doc
     try:
       config_lib.validate(config)  # The checks training starts with.
     except ValueError as e:
@@ -95,11 +97,10 @@ def _main(argv):
     print(config_doc.format_config(
         config, config_flags.get_config_filename(FLAGS['config'])))
     return
-  # Imported here so `--help` stays fast and TF/JAX start after flag parsing.
+  # Imported here so `--help` stays fast and TensorFlow starts after flag parsing.
   from nin_jax.train import loop as train
   library_logs_at_warning()
   if FLAGS.compilation_cache_dir and not os.environ.get('JAX_COMPILATION_CACHE_DIR'):
-    import jax
     jax.config.update('jax_compilation_cache_dir',
                       os.path.expanduser(FLAGS.compilation_cache_dir))
   workdir = FLAGS.workdir or os.path.join(
@@ -110,7 +111,6 @@ def _main(argv):
         FLAGS.heartbeat_timeout_s)
     if not FLAGS.allow_cpu:  # Before any data is loaded.
       accelerators.check_backend(root=config.testing.hardware_root)
-    from nin_jax.runtime import profiling
     result = train.train_and_evaluate(
         config, workdir, profile_steps=profiling.parse_steps(FLAGS.profile_steps),
         allow_config_change=FLAGS.allow_config_change)
