@@ -17,8 +17,6 @@ The ImageNet model subtracts the mean image of --mean (Caffe's
 CIFAR-10 training split (--data_dir) to fit the whitening.
 """
 
-import sys
-
 from nin_jax.runtime import process_setup
 
 process_setup.configure()  # This script is an entry point: before jax loads.
@@ -27,6 +25,7 @@ process_setup.configure()  # This script is an entry point: before jax loads.
 import numpy as np
 from absl import app, flags
 
+from nin_jax.cli import errors
 from nin_jax.cli import train_command as cli
 
 flags.DEFINE_string('caffemodel', None, 'The zoo .caffemodel file.')
@@ -90,9 +89,8 @@ def _main(argv):
       probs = predictor(load_image(path, size, 256 if FLAGS.zoo == 'imagenet' else size))[0]
       top = np.argsort(-probs)[:5]
       print(f'{path}: ' + ', '.join(f'{predictor.class_names[c]} {probs[c]:.3f}' for c in top))
-  except (caffe_zoo.CaffeModelError, *cli.USER_ERRORS) as e:
-    print(f'error: {e}', file=sys.stderr, flush=True)
-    sys.exit(2)
+  except (caffe_zoo.CaffeModelError, *errors.USER_ERRORS) as e:
+    errors.fail(str(e))
 
 
 if __name__ == '__main__':

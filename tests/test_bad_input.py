@@ -36,7 +36,8 @@ def a_file(tmp_path):
 CLI_CASES = {
     'unknown config key': (
         lambda tmp, f: ('fashion_mnist.py', tmp / 'w', {}, ['--config.model.widht_multiplier=2']),
-        'error: bad --config override: \'widht_multiplier\' Did you mean "width_multiplier"'),
+        'error: bad flag or --config override: \'widht_multiplier\' Did you mean '
+        '"width_multiplier"'),
     'negative learning rate': (
         lambda tmp, f: ('fashion_mnist.py', tmp / 'w', {**TINY, 'optim.learning_rate': -0.1}, []),
         'error: config.optim.learning_rate=-0.1: must be positive'),
@@ -149,9 +150,11 @@ def test_cli_refuses_bad_input_cleanly(tmp_path, a_file, case):
 
 @pytest.mark.core
 def test_cli_refuses_wrong_type_and_stray_arguments(tmp_path):
-  # absl's own flag errors: exit status 1 and a one-line reason, no traceback.
+  # A value absl cannot convert: the one error line of every bad flag, exit status 2.
   proc = run_cli('fashion_mnist.py', tmp_path / 'w', extra_args=['--config.optim.learning_rate=fast'])
-  refused(proc, "could not convert string to float: 'fast'", status=1)
+  refused(proc, "error: bad flag or --config override: flag --config.optim.learning_rate=fast: "
+                "could not convert string to float: 'fast'")
+  # A stray argument is absl's usage error: the usage, then the reason, exit status 1.
   proc = run_cli('fashion_mnist.py', tmp_path / 'w', TINY, extra_args=['stray'])
   refused(proc, "unexpected arguments: ['stray']", status=1)
   assert not (tmp_path / 'w').exists()
@@ -242,6 +245,15 @@ def test_sweep_and_ablation_print_a_misspelt_override_cleanly(tmp_path, script, 
       *config, '--config.optim.learnin_rate=0.1', '--dry_run'])
   one_line_refusal(proc, 'error: bad flag or --config override: \'learnin_rate\' Did you '
                          'mean "learning_rate" instead of "learnin_rate"?')
+
+
+@pytest.mark.parametrize('script, config', [('fashion_mnist.py', []),
+                                            ('sweep.py', ['--config=fashion_mnist']),
+                                            ('ablation_head.py', [])])
+def test_every_command_refuses_an_unknown_flag_in_the_same_one_line(tmp_path, script, config):
+  proc = run_cli(script, tmp_path / 'w', extra_args=[*config, '--no_such_flag=1', '--dry_run'])
+  one_line_refusal(proc, "error: bad flag or --config override: Unknown command line flag "
+                         "'no_such_flag'")
 
 
 SWEEP_RAISES = ('from nin_jax.configs.fashion_mnist import get_config\n\n'

@@ -6,6 +6,8 @@ import importlib.util
 import json
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -22,6 +24,26 @@ def load_config_module(path):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
+
+
+# Importing, building and checking a config needs no jax, flax or optax: config
+# files load fast (--help, --print_config, sweeps that only read them).
+JAX_FREE = """
+import sys
+from nin_jax.configs import {name} as module
+from nin_jax.train import config as config_lib
+config_lib.validate(module.get_config())
+heavy = [m for m in ('jax', 'flax', 'optax') if m in sys.modules]
+assert not heavy, f'importing nin_jax.configs.{name} imported {{heavy}}'
+"""
+
+
+@pytest.mark.parametrize('path', CONFIG_FILES, ids=os.path.basename)
+def test_a_config_file_imports_and_validates_without_jax(path):
+  name = os.path.basename(path)[:-3]
+  proc = subprocess.run([sys.executable, '-c', JAX_FREE.format(name=name)], capture_output=True,
+                        text=True, env={**os.environ, 'PYTHONPATH': REPO}, timeout=120)
+  assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 @pytest.mark.parametrize('path', CONFIG_FILES, ids=os.path.basename)

@@ -168,7 +168,7 @@ def test_gcn_zca_writes_then_loads_cache(tmp_path, monkeypatch):
   train, test = _cifar_like()
   tr1, te1 = gcn_zca(train, test, cache_dir=tmp_path, cache_key='toy')
   assert _cache_files(tmp_path) == ['zca_toy_s55_b0.1_D48.npz']
-  assert not [p for p in os.listdir(tmp_path) if p.startswith('.tmp')]
+  assert not [p for p in os.listdir(tmp_path) if p.endswith('.tmp')]
   assert tr1.dtype == te1.dtype == np.float32
   assert tr1.shape == train.shape and te1.shape == test.shape
 

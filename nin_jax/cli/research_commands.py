@@ -14,12 +14,13 @@ import json
 import os
 import shlex
 import sys
-from typing import Callable, Sequence
+from typing import Callable
 
 from absl import app, flags
 from ml_collections import config_flags
 
 from nin_jax import configs
+from nin_jax.cli import errors
 from nin_jax.research import ablation as ablation_lib
 from nin_jax.research import sweep_report
 from nin_jax.research import sweeps
@@ -227,21 +228,6 @@ def _jax_on_cpu_only() -> None:
     jax.config.update('jax_platforms', 'cpu')
 
 
-def _parse_flags_or_exit(argv: Sequence[str]) -> list[str]:
-  """absl flag parsing (app.run's flags_parser) with a bad flag or override as one message.
-
-  config_flags applies --config.* overrides while parsing; an unknown key or a
-  value of the wrong type would otherwise end in a chained traceback.
-  """
-  from nin_jax.train import config_file
-  try:
-    return flags.FLAGS(list(argv))
-  except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as e:
-    print(f'error: bad flag or --config override: {config_file.one_line(e)}',
-          file=sys.stderr, flush=True)
-    sys.exit(2)
-
-
 def _run_command(define_flags: Callable[[], None], run: Callable[[], int],
                  unit: str, *, default_config: str | None, usage: str) -> None:
   """The __main__ of nin-sweep and nin-ablation (and experiments/sweep.py, ablation_head.py).
@@ -252,12 +238,7 @@ def _run_command(define_flags: Callable[[], None], run: Callable[[], int],
   exit status 130 for Ctrl-C, 1 for SIGTERM (not every trial is done).
   """
   from nin_jax.cli import train_command as cli
-  from nin_jax.train import config_file
-  try:  # Before ml_collections imports it: a bad file is one line, not a traceback.
-    config_file.check_argv(sys.argv, default_config)
-  except config_file.ConfigFileError as e:
-    print(f'error: {e}', file=sys.stderr, flush=True)
-    sys.exit(2)
+  errors.check_config_file(sys.argv, default_config)
   _define_flags_with_help(define_flags, usage)
 
   def main(argv):
@@ -266,9 +247,8 @@ def _run_command(define_flags: Callable[[], None], run: Callable[[], int],
     cli.library_logs_at_warning()
     try:
       not_done = run()
-    except (sweeps.SweepError, *cli.USER_ERRORS) as e:
-      print(f'error: {e}', file=sys.stderr, flush=True)
-      sys.exit(2)
+    except (sweeps.SweepError, *errors.USER_ERRORS) as e:
+      errors.fail(str(e))
     except trials.Stopped as e:
       print(e, flush=True)
       sys.exit(130 if e.signal_name == 'SIGINT' else 1)
@@ -278,7 +258,7 @@ def _run_command(define_flags: Callable[[], None], run: Callable[[], int],
     if not_done:
       print(f'{not_done} {unit}(s) failed or did not finish; rerun the same command to retry.')
       sys.exit(1)
-  app.run(main, flags_parser=_parse_flags_or_exit)
+  app.run(main, flags_parser=errors.parse_flags)
 
 
 def _define_flags_with_help(define_flags: Callable[[], None], usage: str) -> None:
@@ -288,14 +268,8 @@ def _define_flags_with_help(define_flags: Callable[[], None], usage: str) -> Non
   console script (nin-sweep) has neither, so both are given here. A bad
   --config override (config_flags applies it while defining) is one line.
   """
-  from nin_jax.train import config_file
   before = set(FLAGS)
-  try:
-    define_flags()
-  except (AttributeError, KeyError, TypeError, ValueError) as e:
-    print(f'error: bad flag or --config override: {config_file.one_line(e)}',
-          file=sys.stderr, flush=True)
-    sys.exit(2)
+  errors.define_flags(define_flags)
   for name in sorted(set(FLAGS) - before):
     FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
   main_module = sys.modules['__main__']
@@ -353,7 +327,6 @@ def benchmark() -> None:
 
 def classmap() -> None:
   """nin-classmap: the class maps of a trained run (the paper's figure 4)."""
-  from nin_jax.cli import train_command as cli
   flags.DEFINE_string('workdir', None, 'Workdir of a trained run (config.json + checkpoints/).')
   flags.DEFINE_list('images', ['0', '1', '2', '3'], 'Test image indices, comma-separated.')
   flags.DEFINE_integer('top_k', 3, 'Maps of this many most probable classes per image.')
@@ -369,9 +342,8 @@ def classmap() -> None:
       indices = [int(i) for i in FLAGS.images]
       path, result = classmap_lib.make_figure(FLAGS.workdir, FLAGS.out, indices=indices,
                                               top_k=FLAGS.top_k, step=FLAGS.step)
-    except cli.USER_ERRORS as e:
-      print(f'error: {e}', file=sys.stderr, flush=True)
-      sys.exit(2)
+    except errors.USER_ERRORS as e:
+      errors.fail(str(e))
     print(f'wrote {path}: maps {result["maps"].shape[1:3]} for images {indices}')
 
   app.run(main)

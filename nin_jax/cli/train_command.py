@@ -16,27 +16,23 @@ from __future__ import annotations
 import os
 import sys
 
+import jax
 import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from nin_jax import configs
+from nin_jax.cli import config_doc
+from nin_jax.cli import errors
 from nin_jax.runtime import accelerators
-from nin_jax.runtime import checkpoint
-from nin_jax.train import config_file
-from nin_jax.data import datasets
-from nin_jax.runtime import host_errors
 from nin_jax.runtime import metrics
+from nin_jax.runtime import profiling
 from nin_jax.train import run_history
 from nin_jax.runtime import sharding
 from nin_jax.runtime import storage
-from nin_jax.runtime import tensorflow_loader
+from nin_jax.train import config as config_lib
 
 FLAGS = flags.FLAGS
-
-# Errors that mean "the input is wrong": shown as a message, not a traceback.
-USER_ERRORS = (ValueError, datasets.DatasetError, checkpoint.CheckpointError,
-               FileNotFoundError, tensorflow_loader.NotInstalledError)
 
 
 def _define_flags(default_config: str) -> None:
@@ -84,19 +80,9 @@ def _define_flags(default_config: str) -> None:
 def run(default_config: str) -> None:
   """Entry point of experiments/*.py: parse flags, train, report."""
   sys.argv[1:] = configs.expand_names(sys.argv[1:])
-  try:  # Before ml_collections imports it: a bad file is one line, not a traceback.
-    config_file.check_argv(sys.argv, default_config)
-  except config_file.ConfigFileError as e:
-    print(f'error: {e}', file=sys.stderr, flush=True)
-    sys.exit(2)
-  try:
-    # config_flags applies --config.* overrides here, while defining the flag.
-    _define_flags(default_config)
-  except (AttributeError, KeyError, TypeError, ValueError) as e:
-    print(f'error: bad --config override: {config_file.one_line(e)}', file=sys.stderr,
-          flush=True)
-    sys.exit(2)
-  app.run(_main, flags_parser=_parse_flags)
+  errors.check_config_file(sys.argv, default_config)
+  errors.define_flags(lambda: _define_flags(default_config))
+  app.run(_main, flags_parser=errors.parse_flags)
 
 
 def _main(argv):
@@ -104,21 +90,17 @@ def _main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   config = _loaded_config()
   if FLAGS.print_config:
-    from nin_jax.train import config as config_lib
-    from nin_jax.cli import config_doc
     try:
       config_lib.validate(config)  # The checks training starts with.
     except ValueError as e:
-      print(f'error: {e}', file=sys.stderr, flush=True)
-      sys.exit(2)
+      errors.fail(str(e))
     print(config_doc.format_config(
         config, config_flags.get_config_filename(FLAGS['config'])))
     return
-  # Imported here so `--help` stays fast and TF/JAX start after flag parsing.
+  # Imported here so `--help` stays fast and TensorFlow starts after flag parsing.
   from nin_jax.train import loop as train
   library_logs_at_warning()
   if FLAGS.compilation_cache_dir and not os.environ.get('JAX_COMPILATION_CACHE_DIR'):
-    import jax
     jax.config.update('jax_compilation_cache_dir',
                       os.path.expanduser(FLAGS.compilation_cache_dir))
   workdir = FLAGS.workdir or os.path.join(
@@ -129,7 +111,6 @@ def _main(argv):
         FLAGS.heartbeat_timeout_s)
     if not FLAGS.allow_cpu:  # Before any data is loaded.
       accelerators.check_backend(root=config.testing.hardware_root)
-    from nin_jax.runtime import profiling
     result = train.train_and_evaluate(
         config, workdir, profile_steps=profiling.parse_steps(FLAGS.profile_steps),
         allow_config_change=FLAGS.allow_config_change)
@@ -137,10 +118,10 @@ def _main(argv):
     print('interrupted; rerun the same command to resume from the last checkpoint',
           file=sys.stderr, flush=True)
     sys.exit(130)
-  except USER_ERRORS as e:
-    _fail(f'error: {e}', 2)
+  except errors.USER_ERRORS as e:
+    errors.fail(str(e))
   except train.NonFiniteError as e:
-    _fail(f'error: {e}', 3)
+    errors.fail(str(e), 3)
   except Exception as e:
     if sharding.is_multiprocess():  # Most likely a dead peer: say so, exit now.
       sharding.exit_after_failure(e)
@@ -158,29 +139,6 @@ def _main(argv):
                     f'{storage.workdir_path(workdir)} lists them)')
 
 
-def _fail(message: str, code: int) -> None:
-  """Says `message` and exits with `code`; in a multi-process run, on every process."""
-  if sharding.is_multiprocess():  # Not only here: the others would wait in a collective.
-    host_errors.stop_everywhere(message, code)
-  print(message, file=sys.stderr, flush=True)
-  sys.exit(code)
-
-
-def _parse_flags(argv):
-  """absl's flag parsing, with a config file lacking get_config() as a user error."""
-  try:
-    return app.parse_flags_with_usage(argv)
-  except AttributeError as e:  # config_flags calls get_config() while parsing
-    if 'get_config' not in str(e):
-      raise
-    path = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None)
-    if path is None and '--config' in argv[:-1]:
-      path = argv[argv.index('--config') + 1]
-    print(f'error: config file {path} defines no get_config() function',
-          file=sys.stderr, flush=True)
-    sys.exit(2)
-
-
 def _loaded_config():
   """FLAGS.config, or a clear error if its file could not be loaded."""
   config = FLAGS.config
@@ -191,11 +149,9 @@ def _loaded_config():
     getattr(config, 'keys', None)  # config_flags defers a load failure to first use.
   except OSError as e:
     reason = str(e).strip().splitlines()[-1].strip()  # e.g. "[Errno 2] No such file..."
-    print(f'error: cannot load config file {path}: {reason}', file=sys.stderr, flush=True)
-    sys.exit(2)
-  print(f'error: get_config() in {path} returned {type(config).__name__}, not a '
-        'ml_collections.ConfigDict', file=sys.stderr, flush=True)
-  sys.exit(2)
+    errors.fail(f'cannot load config file {path}: {reason}')
+  errors.fail(f'get_config() in {path} returned {type(config).__name__}, not a '
+              'ml_collections.ConfigDict')
 
 
 def library_logs_at_warning() -> None:

@@ -16,6 +16,8 @@ import tarfile
 
 import numpy as np
 
+from nin_jax.runtime import tensorflow_loader
+
 # Synsets of the first classes (labels 0, 1, 2, ... in TFDS's label order).
 SYNSETS = ('n01440764', 'n01443537', 'n01484850', 'n01491361')
 
@@ -57,7 +59,6 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 def prepare(manual_dir: str, data_dir: str) -> None:
   """`tfds build imagenet2012 --file_format=array_record` on the archives."""
-  from nin_jax.runtime import tensorflow_loader
   tfds = tensorflow_loader.tfds()
   builder = tfds.builder('imagenet2012', data_dir=data_dir, file_format='array_record')
   builder.download_and_prepare(

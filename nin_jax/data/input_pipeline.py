@@ -26,10 +26,10 @@ from nin_jax.data import datasets
 from nin_jax.data import local_contrast
 from nin_jax.data import mean_image
 from nin_jax.data import preprocess
+from nin_jax.data.preprocess import PREPROCESSINGS
 # The data order lives in a jax-free module (ImageNet's decode workers read it).
 from nin_jax.data.data_order import epoch_order, steps_per_epoch, train_indices  # noqa: F401
 
-PREPROCESSINGS = ('standardize', 'gcn_zca', 'gcn_lcn', 'lcn', 'mean_image', 'none')
 # Seed of the held-out validation images (fixed: the split is part of the dataset).
 VALIDATION_SEED = 322
 

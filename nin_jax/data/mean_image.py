@@ -16,14 +16,14 @@ warning.
 
 from __future__ import annotations
 
-import io
 import os
-import uuid
 from typing import Callable, Iterable
 
 import numpy as np
 from absl import logging
 from etils import epath
+
+from nin_jax.runtime import array_cache
 
 
 def mean_image(batches: Iterable[np.ndarray]) -> np.ndarray:
@@ -62,27 +62,12 @@ def cached_mean_image(path: str | os.PathLike[str], shape: tuple[int, ...],
 
 
 def _read_mean(path: epath.Path, shape: tuple[int, ...]) -> np.ndarray | None:
-  if not path.exists():
-    return None
-  try:
-    cached = np.load(io.BytesIO(path.read_bytes()), allow_pickle=False)
-  except (OSError, ValueError, EOFError) as e:
-    logging.warning('mean image %s is unreadable (%s); recomputing.', path, e)
-    return None
-  if cached.shape != shape or not np.all(np.isfinite(cached)):
-    logging.warning('mean image %s has shape %s, not %s; recomputing.', path,
-                    cached.shape, shape)
-    return None
-  return cached.astype(np.float32)
+  cached = array_cache.read(path, {'mean': shape}, what='mean image')
+  return None if cached is None else cached['mean'].astype(np.float32)
 
 
 def _write_mean(path: epath.Path, mean: np.ndarray) -> None:
-  buffer = io.BytesIO()
-  np.save(buffer, mean, allow_pickle=False)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.parent / f'.tmp_{uuid.uuid4().hex}_{path.name}'
-  tmp.write_bytes(buffer.getvalue())
-  tmp.replace(path)  # Readers never see half a file.
+  array_cache.write(path, {'mean': mean})
   logging.info('Wrote the mean image to %s', path)
 
 

@@ -17,16 +17,20 @@ import dataclasses
 import hashlib
 import os
 import re
-import tempfile
-import zipfile
 
 from absl import logging
 import numpy as np
+
+from nin_jax.runtime import array_cache
 
 __all__ = [
     'ZCA', 'apply_zca', 'channel_stats', 'fit_gcn_zca', 'fit_zca', 'gcn_zca',
     'global_contrast_normalize', 'standardize',
 ]
+
+# config.dataset.preprocessing: what input_pipeline does to the images before training.
+# gcn_lcn and lcn: nin_jax/data/local_contrast.py; mean_image: nin_jax/data/mean_image.py.
+PREPROCESSINGS = ('standardize', 'gcn_zca', 'gcn_lcn', 'lcn', 'mean_image', 'none')
 
 # Images per chunk: 5000 CIFAR images are 61 MB as float32, 123 MB as float64.
 CHUNK = 5000
@@ -219,46 +223,24 @@ def zca_cache_path(cache_dir: str | os.PathLike[str], cache_key: str,
 
 def _load_zca_cache(path: str, dim: int, fingerprint: str) -> ZCA | None:
   """Returns the cached ZCA, or None (with a warning) if unusable."""
-  try:
-    with np.load(path, allow_pickle=False) as f:
-      mean = np.array(f['mean'])
-      whitening = np.array(f['whitening'])
-      cached_fp = str(f['train_fingerprint'])
-  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-    logging.warning('ZCA cache %s is unreadable (%s: %s); refitting.', path,
-                    type(e).__name__, e)
+  cached = array_cache.read(
+      path, {'mean': (dim,), 'whitening': (dim, dim), 'train_fingerprint': ()},
+      what='ZCA cache')
+  if cached is None:
     return None
-  if (mean.shape != (dim,) or whitening.shape != (dim, dim)
-      or not np.all(np.isfinite(mean)) or not np.all(np.isfinite(whitening))):
-    logging.warning('ZCA cache %s has bad contents (mean %s, whitening %s); '
-                    'refitting.', path, mean.shape, whitening.shape)
-    return None
+  cached_fp = str(cached['train_fingerprint'])
   if cached_fp != fingerprint:
     logging.warning('ZCA cache %s was fitted on different training data '
                     '(fingerprint %s, now %s); refitting and overwriting it.',
                     path, cached_fp, fingerprint)
     return None
-  return ZCA(mean=mean.astype(np.float32), whitening=whitening.astype(np.float32))
+  return ZCA(mean=cached['mean'].astype(np.float32),
+             whitening=cached['whitening'].astype(np.float32))
 
 
 def _save_zca_cache(path: str, zca: ZCA, fingerprint: str) -> None:
-  """Writes atomically (tmp file + os.replace): readers never see half a file."""
-  directory = os.path.dirname(path)
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp_zca_', suffix='.npz')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      np.savez(f, mean=zca.mean, whitening=zca.whitening,
-               train_fingerprint=np.array(fingerprint))
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    try:
-      os.remove(tmp)
-    except OSError:
-      pass
-    raise
+  array_cache.write(path, {'mean': zca.mean, 'whitening': zca.whitening,
+                           'train_fingerprint': np.array(fingerprint)})
 
 
 def fit_gcn_zca(
@@ -276,11 +258,10 @@ def fit_gcn_zca(
   if cache_dir is not None:
     path = zca_cache_path(cache_dir, cache_key, scale, filter_bias, dim)
     fingerprint = _fingerprint(train_uint8)
-    if os.path.exists(path):
-      zca = _load_zca_cache(path, dim, fingerprint)
-      if zca is not None:
-        logging.info('Loaded ZCA (D=%d) from cache %s', dim, path)
-        return zca
+    zca = _load_zca_cache(path, dim, fingerprint)
+    if zca is not None:
+      logging.info('Loaded ZCA (D=%d) from cache %s', dim, path)
+      return zca
   train = global_contrast_normalize(train_uint8, scale=scale)
   logging.info('Fitting ZCA (D=%d, filter_bias=%g) on %d GCN\'d training '
                'images', dim, filter_bias, train.shape[0])

@@ -17,6 +17,19 @@ PoolType = Literal['max', 'avg', 'none']
 # cuda-convnet initialised every layer from N(0, 0.05^2).
 PAPER_INIT_STD = 0.05
 
+# The choices of config.model's fields besides the preset, named here (no jax)
+# so that the config schema can check them; nin.py and layers.py implement them.
+HEADS = ('gap', 'fc')  # global average pooling (the paper) | fully connected layers
+INITS = ('paper', 'he')  # each layer's N(0, std) of the preset | He (fan-in) normal
+CONV_IMPLS = ('auto', 'conv', 'matmul', 'patches')  # see layers.py
+# How a framework scales dropout. 'inverted' (Caffe): training keeps a unit
+# with probability 1 − p and scales it by 1 / (1 − p); test is the identity.
+# 'cuda_convnet' (the authors' DropoutNeuron): training zeroes units without
+# rescaling the survivors; test multiplies every unit by 1 − p. Both have the
+# same expectation, but the next layer sees inputs (1 − p)× as large under
+# cuda-convnet's form, so with the same init and rate they train differently.
+DROPOUT_FORMS = ('inverted', 'cuda_convnet')
+
 
 @dataclasses.dataclass(frozen=True)
 class BlockSpec:

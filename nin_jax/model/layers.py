@@ -34,11 +34,10 @@ import numpy as np
 from flax import nnx
 
 from nin_jax.model import architectures
+from nin_jax.model.architectures import CONV_IMPLS, DROPOUT_FORMS, INITS
 
 ConvImpl = Literal['auto', 'conv', 'matmul', 'patches']
 Init = Literal['paper', 'he']
-CONV_IMPLS = ('auto', 'conv', 'matmul', 'patches')
-INITS = ('paper', 'he')
 
 
 def resolve_conv_impl(conv_impl: str) -> str:
@@ -70,20 +69,11 @@ def _extract_patches(x, k: int, stride: int, padding: int):
   return jnp.concatenate(slices, axis=-1)
 
 
-# How a framework scales dropout. 'inverted' (Caffe): training keeps a unit
-# with probability 1 − p and scales it by 1 / (1 − p); test is the identity.
-# 'cuda_convnet' (the authors' DropoutNeuron): training zeroes units without
-# rescaling the survivors; test multiplies every unit by 1 − p. Both have the
-# same expectation, but the next layer sees inputs (1 − p)× as large under
-# cuda-convnet's form, so with the same init and rate they train differently.
-DROPOUT_FORMS = ('inverted', 'cuda_convnet')
-
-
 def dropout(x, rate: float, key, form: str = 'inverted'):
   """Training-time dropout: zero each element with probability `rate`.
 
   form='inverted' scales the survivors by 1 / (1 − rate); 'cuda_convnet'
-  leaves them as they are (see DROPOUT_FORMS). The mask compares raw 32-bit
+  leaves them as they are (see architectures.DROPOUT_FORMS). The mask compares raw 32-bit
   PRNG words with keep·2³², so the rate is exact to 2⁻³² and a mask costs one
   comparison. Drawn for the global shape, it is the same on any number of
   devices (threefry is partitionable).

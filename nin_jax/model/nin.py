@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from nin_jax.model import architectures
+from nin_jax.model.architectures import HEADS
 # Re-exported: callers name the layers through nin_jax.model.nin.
 from nin_jax.model.layers import (CONV_IMPLS, CPU_WEIGHT_GRAD_CHUNKS, INITS,  # noqa: F401
                             DROPOUT_FORMS, ConvImpl, ConvLayer, Init, LocalLayer,
@@ -22,7 +23,6 @@ from nin_jax.model.layers import (CONV_IMPLS, CPU_WEIGHT_GRAD_CHUNKS, INITS,  # 
                             resolve_conv_impl)
 
 
-HEADS = ('gap', 'fc')
 ROLE_WEIGHT, ROLE_BIAS, ROLE_LAST_WEIGHT, ROLE_LAST_BIAS, ROLE_NORM = (
     'weight', 'bias', 'last_weight', 'last_bias', 'norm')
 
@@ -98,7 +98,7 @@ class NIN(nnx.Module):
   pooling turns maps into logits (the paper). head='fc': the same maps are
   flattened into fully connected layers (the paper's section 4.6 ablation).
   dropout_form: 'cuda_convnet' (the authors' CIFAR/SVHN/MNIST runs: no rescale
-  in training, × (1 − p) at test) or 'inverted' (Caffe); see layers.DROPOUT_FORMS.
+  in training, × (1 − p) at test) or 'inverted' (Caffe); see architectures.DROPOUT_FORMS.
   """
 
   def __init__(self, spec: architectures.NINSpec, *, input_shape=None,

@@ -29,8 +29,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 
+import jax
+import ml_collections
 import numpy as np
+from etils import epath
+from flax import nnx
+
+from nin_jax.data import datasets
+from nin_jax.runtime import checkpoint
+from nin_jax.train import config as config_lib
+from nin_jax.train import predict
+from nin_jax.train import train_step
 
 # Caffe's ILSVRC-2012 mean pixel (the per-channel mean of ilsvrc_2012_mean.npy), RGB.
 IMAGENET_MEAN_RGB = (122.6789143406786, 116.66876761696767, 104.0069879317889)
@@ -316,12 +327,6 @@ def convert(path: str, zoo_name: str, model_config=None):
   model_config: config.model to build (default: the zoo's preset, GAP, no
   batch norm); its width must match the file.
   """
-  from flax import nnx
-  import ml_collections
-  from nin_jax.train import config as config_lib
-  from nin_jax.data import datasets
-  from nin_jax.train import train_step
-
   if zoo_name not in ZOO:
     raise CaffeModelError(f'unknown zoo model {zoo_name!r}; choose one of {sorted(ZOO)}')
   zoo = ZOO[zoo_name]
@@ -340,7 +345,6 @@ def convert(path: str, zoo_name: str, model_config=None):
 
 def zoo_config(zoo_name: str, data_dir: str = ''):
   """The nin_jax config of a zoo model: its preset, dataset and input preprocessing."""
-  from nin_jax.train import config as config_lib
   zoo = ZOO[zoo_name]
   config = config_lib.base_config()
   config.dataset.name = zoo.dataset
@@ -358,14 +362,6 @@ def write_workdir(workdir, config, model, fitted: dict[str, np.ndarray]) -> None
   `nin_jax.train.predict.load(workdir)` then predicts with it, and training with the
   same workdir fine-tunes it.
   """
-  import os
-  from etils import epath
-  from flax import nnx
-  import jax
-  from nin_jax.runtime import checkpoint
-  from nin_jax.train import predict
-  from nin_jax.train import train_step
-
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2))

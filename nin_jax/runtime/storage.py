@@ -187,9 +187,18 @@ def write_atomic(path: epath.Path, data: str | bytes) -> None:
   if is_remote(path):
     path.write_bytes(raw)  # One upload: the object changes all at once.
     return
-  tmp = path.parent / f'{path.name}.tmp'
-  tmp.write_bytes(raw)
-  os.replace(tmp, path)
+  # A name of its own (two writers never share one), ending in .tmp (event_files skips it).
+  tmp = path.parent / f'{path.name}.{uuid.uuid4().hex[:8]}.tmp'
+  try:
+    with open(tmp, 'wb') as f:
+      f.write(raw)
+      f.flush()
+      os.fsync(f.fileno())  # The new content is on disk before its name is.
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    raise
 
 
 def font_family_for(text: str) -> list[str] | None:

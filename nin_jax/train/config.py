@@ -16,13 +16,14 @@ import os
 import ml_collections
 
 from nin_jax.data import datasets
-from nin_jax.data import input_pipeline
-from nin_jax.model import nin
-from nin_jax.train import optim
+from nin_jax.data import preprocess
 from nin_jax.model import architectures
 
+# Imports nothing that imports jax, flax or optax: config files load without them.
 DTYPES = ('float32', 'bfloat16')
 IMAGENET_MEANS = ('pixel', 'image')
+SCHEDULES = ('step', 'cosine', 'constant')  # optim.schedule; nin_jax/train/optim.py builds them
+DECAY_SCOPES = ('all', 'weights')  # optim.decay_scope (see nin_jax/train/optim.py)
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -172,8 +173,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   check(d.source in ('tfds', 'idx'), 'dataset.source', "choose 'tfds' or 'idx'")
   check(not (d.on_device and d.name in datasets.STREAMED), 'dataset.on_device',
         f'{d.name} is streamed; only in-memory datasets can live on the device')
-  check(d.preprocessing in input_pipeline.PREPROCESSINGS, 'dataset.preprocessing',
-        f'choose one of {input_pipeline.PREPROCESSINGS}')
+  check(d.preprocessing in preprocess.PREPROCESSINGS, 'dataset.preprocessing',
+        f'choose one of {preprocess.PREPROCESSINGS}')
   check(d.imagenet_mean in IMAGENET_MEANS, 'dataset.imagenet_mean',
         f'choose one of {IMAGENET_MEANS}')
   check(not d.train_extra or 'extra' in datasets.DATASETS[d.name].splits,
@@ -189,14 +190,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
   check(m.preset in architectures.PRESETS, 'model.preset',
         f'unknown preset; choose one of {sorted(architectures.PRESETS)}')
   check(m.width_multiplier > 0, 'model.width_multiplier', 'must be positive')
-  check(m.head in nin.HEADS, 'model.head', f'choose one of {nin.HEADS}')
-  check(m.init in nin.INITS, 'model.init', f'choose one of {nin.INITS}')
+  check(m.head in architectures.HEADS, 'model.head', f'choose one of {architectures.HEADS}')
+  check(m.init in architectures.INITS, 'model.init', f'choose one of {architectures.INITS}')
   check(m.dtype in DTYPES, 'model.dtype', f'choose one of {DTYPES}')
-  check(m.conv_impl in nin.CONV_IMPLS, 'model.conv_impl',
-        f'choose one of {nin.CONV_IMPLS}')
+  check(m.conv_impl in architectures.CONV_IMPLS, 'model.conv_impl',
+        f'choose one of {architectures.CONV_IMPLS}')
   check(0.0 <= m.dropout_rate < 1.0, 'model.dropout_rate', 'must be in [0, 1)')
-  check(m.dropout_form in nin.DROPOUT_FORMS, 'model.dropout_form',
-        f'choose one of {nin.DROPOUT_FORMS}')
+  check(m.dropout_form in architectures.DROPOUT_FORMS, 'model.dropout_form',
+        f'choose one of {architectures.DROPOUT_FORMS}')
   check(0.0 <= m.fc_dropout < 1.0, 'model.fc_dropout', 'must be in [0, 1)')
   check(all(int(w) > 0 for w in m.fc_hidden), 'model.fc_hidden',
         'hidden widths must be positive')
@@ -207,12 +208,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
   check(o.weight_decay >= 0, 'optim.weight_decay', 'must be >= 0')
   check(o.bias_lr_mult >= 0 and o.last_layer_lr_mult >= 0, 'optim.bias_lr_mult',
         'multipliers must be >= 0')
-  check(o.schedule in optim.SCHEDULES, 'optim.schedule',
-        f'choose one of {optim.SCHEDULES}')
+  check(o.schedule in SCHEDULES, 'optim.schedule', f'choose one of {SCHEDULES}')
   check(list(o.decay_epochs) == sorted(o.decay_epochs), 'optim.decay_epochs',
         'must be increasing')
-  check(o.decay_scope in optim.DECAY_SCOPES, 'optim.decay_scope',
-        f'choose one of {optim.DECAY_SCOPES}')
+  check(o.decay_scope in DECAY_SCOPES, 'optim.decay_scope',
+        f'choose one of {DECAY_SCOPES}')
   check(o.decay_scope == 'all' or o.schedule == 'step', 'optim.decay_scope',
         "'weights' applies to the step schedule only")
   check(0.0 < o.decay_factor <= 1.0, 'optim.decay_factor', 'must be in (0, 1]')

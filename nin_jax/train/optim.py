@@ -21,9 +21,7 @@ import optax
 from nin_jax.model.nin import (ROLE_BIAS as BIAS, ROLE_LAST_BIAS as LAST_BIAS,
                             ROLE_LAST_WEIGHT as LAST_WEIGHT, ROLE_NORM as NORM,
                             ROLE_WEIGHT as WEIGHT)
-
-SCHEDULES = ('step', 'cosine', 'constant')
-DECAY_SCOPES = ('all', 'weights')
+from nin_jax.train.config import DECAY_SCOPES, SCHEDULES  # noqa: F401 (callers name them here)
 
 
 def base_learning_rate(optim: ml_collections.ConfigDict) -> float:
