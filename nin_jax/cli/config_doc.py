@@ -23,7 +23,7 @@ from nin_jax.train import config as config_lib
 @functools.cache
 def field_comments() -> dict[str, str]:
   """{'optim.batch_size': 'global, across all devices and hosts', ...} from config.py."""
-  source = inspect.getsource(config_lib.base_config)
+  source = inspect.getsource(config_lib)  # base_config() and its _<group>_fields()
   comments: dict[int, str] = {}
   for token in tokenize.generate_tokens(io.StringIO(source).readline):
     if token.type == tokenize.COMMENT:
@@ -41,19 +41,25 @@ def field_comments() -> dict[str, str]:
 
   out = {}
   for node in ast.walk(ast.parse(source)):
-    if not (isinstance(node, ast.Assign) and len(node.targets) == 1
-            and isinstance(node.targets[0], ast.Attribute)):
-      continue
-    name = node.targets[0].attr
-    inner = node.value
-    # c.group = ml_collections.ConfigDict(dict(a=..., b=...)): one comment per keyword.
-    if (isinstance(inner, ast.Call) and inner.args and isinstance(inner.args[0], ast.Call)
-        and inner.args[0].keywords):
-      for kw in inner.args[0].keywords:
-        out[f'{name}.{kw.arg}'] = comment_for(kw.value.lineno, kw.value.end_lineno)
-    else:
-      out[name] = comment_for(node.lineno, node.end_lineno)
+    if isinstance(node, ast.FunctionDef) and node.name.startswith('_') and node.name.endswith(
+        '_fields'):  # def _optim_fields(): return ConfigDict(dict(a=..., b=...))
+      for returned in (n.value for n in ast.walk(node) if isinstance(n, ast.Return)):
+        out.update(_keyword_comments(node.name[1:-len('_fields')], returned, comment_for))
+    elif (isinstance(node, ast.Assign) and len(node.targets) == 1
+          and isinstance(node.targets[0], ast.Attribute)):
+      name = node.targets[0].attr
+      grouped = _keyword_comments(name, node.value, comment_for)
+      out.update(grouped or {name: comment_for(node.lineno, node.end_lineno)})
   return out
+
+
+def _keyword_comments(group: str, value, comment_for) -> dict[str, str]:
+  """{'group.a': comment} for `ConfigDict(dict(a=..., ...))`; {} for any other value."""
+  if not (isinstance(value, ast.Call) and value.args and isinstance(value.args[0], ast.Call)
+          and value.args[0].keywords):
+    return {}
+  return {f'{group}.{kw.arg}': comment_for(kw.value.lineno, kw.value.end_lineno)
+          for kw in value.args[0].keywords}
 
 
 def format_config(config: ml_collections.ConfigDict, source: str = '') -> str:

@@ -11,6 +11,7 @@ before anything is compiled.
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 
 import ml_collections
@@ -30,7 +31,36 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0                    # data order, init, dropout and augmentation all derive from it
 
-  c.dataset = ml_collections.ConfigDict(dict(
+  c.dataset = _dataset_fields()
+  c.augment = ml_collections.ConfigDict(dict(
+      translate=0,              # max random shift in pixels (zero padding)
+      flip=False,               # random horizontal flips (off for digits)
+  ))
+  c.model = _model_fields()
+  c.optim = _optim_fields()
+  c.num_epochs = 260.0          # training length (fractions allowed)
+  # >0: stop at this step (smoke runs, a first look). The schedule still spans
+  # num_epochs, so the run is a prefix of the full one and resumes into it.
+  c.max_steps = 0
+  # Train steps per compiled call (lax.scan): 0 = auto (32 on an accelerator
+  # with the data on device, else 1). Log/eval/checkpoint steps stay exact.
+  c.steps_per_dispatch = 0
+  c.eval_batch_size = 0         # 0: same as optim.batch_size
+  c.eval_every_epochs = 1.0     # test-set evaluation interval
+  c.log_every_steps = 50        # progress line, TensorBoard and metrics.jsonl interval
+  c.checkpoint_every_steps = 1000  # also at the end and on SIGTERM
+  c.keep_checkpoints = 3        # newest checkpoints kept on disk
+  c.write_plots = True          # curves.png at the end of training
+  # TEST-ONLY fault injection, used by tests/test_reliability.py to reproduce
+  # crashes and numerical faults at exact points. Experiment configs never set
+  # these; the defaults change nothing about a run.
+  c.testing = _testing_fields()
+  return c
+
+
+def _dataset_fields() -> ml_collections.ConfigDict:
+  """config.dataset: Where the images come from and how they are prepared."""
+  return ml_collections.ConfigDict(dict(
       name='cifar10',           # cifar10 | cifar100 | svhn | mnist | fashion_mnist | imagenet2012
       source='tfds',            # 'tfds', or 'idx' for local MNIST-format files
       data_dir='',              # TFDS data_dir ('' = TFDS default)
@@ -55,11 +85,11 @@ def base_config() -> ml_collections.ConfigDict:
       train_subset=0,           # >0: use this many training images (quick runs)
       test_subset=0,            # >0: evaluate on this many test images
   ))
-  c.augment = ml_collections.ConfigDict(dict(
-      translate=0,              # max random shift in pixels (zero padding)
-      flip=False,               # random horizontal flips (off for digits)
-  ))
-  c.model = ml_collections.ConfigDict(dict(
+
+
+def _model_fields() -> ml_collections.ConfigDict:
+  """config.model: The network: the paper's preset and what the ablations change."""
+  return ml_collections.ConfigDict(dict(
       preset='cifar10',         # the paper's network (nin_jax/model/architectures.py)
       width_multiplier=1.0,     # scales every layer's width; 1.0 = the paper
       head='gap',               # 'gap' (the paper) or 'fc' (the ablation)
@@ -74,7 +104,11 @@ def base_config() -> ml_collections.ConfigDict:
       dtype='float32',          # compute dtype; params stay float32
       conv_impl='auto',         # auto | conv | matmul | patches (see nin.py)
   ))
-  c.optim = ml_collections.ConfigDict(dict(
+
+
+def _optim_fields() -> ml_collections.ConfigDict:
+  """config.optim: The authors' SGD and its schedule."""
+  return ml_collections.ConfigDict(dict(
       batch_size=128,           # global, across all devices and hosts
       learning_rate=0.1,        # weights' base rate (biases: × bias_lr_mult)
       reference_batch_size=0,   # >0: lr scales by batch_size / this
@@ -95,23 +129,11 @@ def base_config() -> ml_collections.ConfigDict:
       warmup_epochs=0.0,        # linear warmup (any schedule)
       label_smoothing=0.0,      # 0 = plain cross-entropy
   ))
-  c.num_epochs = 260.0          # training length (fractions allowed)
-  # >0: stop at this step (smoke runs, a first look). The schedule still spans
-  # num_epochs, so the run is a prefix of the full one and resumes into it.
-  c.max_steps = 0
-  # Train steps per compiled call (lax.scan): 0 = auto (32 on an accelerator
-  # with the data on device, else 1). Log/eval/checkpoint steps stay exact.
-  c.steps_per_dispatch = 0
-  c.eval_batch_size = 0         # 0: same as optim.batch_size
-  c.eval_every_epochs = 1.0     # test-set evaluation interval
-  c.log_every_steps = 50        # progress line, TensorBoard and metrics.jsonl interval
-  c.checkpoint_every_steps = 1000  # also at the end and on SIGTERM
-  c.keep_checkpoints = 3        # newest checkpoints kept on disk
-  c.write_plots = True          # curves.png at the end of training
-  # TEST-ONLY fault injection, used by tests/test_reliability.py to reproduce
-  # crashes and numerical faults at exact points. Experiment configs never set
-  # these; the defaults change nothing about a run.
-  c.testing = ml_collections.ConfigDict(dict(
+
+
+def _testing_fields() -> ml_collections.ConfigDict:
+  """config.testing: TEST-ONLY fault injection (tests/test_reliability.py); the defaults change nothing."""
+  return ml_collections.ConfigDict(dict(
       # After each of these steps print 'TESTING: paused after step N' and
       # SIGSTOP this process, so a test can SIGKILL it there or let it go on
       # with SIGCONT. Earlier checkpoints are then on disk; one this step
@@ -122,7 +144,6 @@ def base_config() -> ml_collections.ConfigDict:
       hardware_root='/',
       inject_nan_at_step=0,     # >0: this step's loss is multiplied by NaN
   ))
-  return c
 
 
 # Fields a run may change when it resumes from a checkpoint: they change how
@@ -162,12 +183,20 @@ def eval_batch_size(config) -> int:
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the field for any nonsensical value."""
-  def check(ok: bool, field: str, why: str):
-    if not ok:
-      raise ValueError(f'config.{field}={_get(config, field)!r}: {why}')
-
   _check_known_fields(config, base_config())
-  d, m, o = config.dataset, config.model, config.optim
+  check = functools.partial(_check, config)
+  _validate_dataset(config.dataset, config.augment, check)
+  _validate_model(config.model, check)
+  _validate_optim(config.optim, check)
+  _validate_run(config, check)
+
+
+def _check(config, ok: bool, field: str, why: str) -> None:
+  if not ok:
+    raise ValueError(f'config.{field}={_get(config, field)!r}: {why}')
+
+
+def _validate_dataset(d, augment, check) -> None:
   check(d.name in datasets.DATASETS, 'dataset.name',
         f'unknown dataset; choose one of {sorted(datasets.DATASETS)}')
   check(d.source in ('tfds', 'idx'), 'dataset.source', "choose 'tfds' or 'idx'")
@@ -186,7 +215,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   check(d.workers >= -1, 'dataset.workers', 'must be >= -1 (-1 = one per core)')
   check(d.train_subset >= 0 and d.test_subset >= 0, 'dataset.train_subset',
         'subset sizes must be >= 0')
-  check(config.augment.translate >= 0, 'augment.translate', 'must be >= 0 pixels')
+  check(augment.translate >= 0, 'augment.translate', 'must be >= 0 pixels')
+
+
+def _validate_model(m, check) -> None:
   check(m.preset in architectures.PRESETS, 'model.preset',
         f'unknown preset; choose one of {sorted(architectures.PRESETS)}')
   check(m.width_multiplier > 0, 'model.width_multiplier', 'must be positive')
@@ -201,6 +233,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   check(0.0 <= m.fc_dropout < 1.0, 'model.fc_dropout', 'must be in [0, 1)')
   check(all(int(w) > 0 for w in m.fc_hidden), 'model.fc_hidden',
         'hidden widths must be positive')
+
+
+def _validate_optim(o, check) -> None:
   check(o.batch_size > 0, 'optim.batch_size', 'must be positive')
   check(o.learning_rate > 0, 'optim.learning_rate', 'must be positive')
   check(o.reference_batch_size >= 0, 'optim.reference_batch_size', 'must be >= 0')
@@ -218,6 +253,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   check(0.0 < o.decay_factor <= 1.0, 'optim.decay_factor', 'must be in (0, 1]')
   check(o.warmup_epochs >= 0, 'optim.warmup_epochs', 'must be >= 0')
   check(0.0 <= o.label_smoothing < 1.0, 'optim.label_smoothing', 'must be in [0, 1)')
+
+
+def _validate_run(config, check) -> None:
+  """The run's length, intervals and the test-only fields."""
   check(config.num_epochs > 0, 'num_epochs', 'must be positive')
   check(config.steps_per_dispatch >= 0, 'steps_per_dispatch', 'must be >= 0 (0 = auto)')
   check(config.max_steps >= 0, 'max_steps', 'must be >= 0 (0 = no limit)')
