@@ -714,13 +714,13 @@ def test_the_ablation_report_probes_no_accelerator(tmp_path):
 
 def test_a_workdir_named_in_chinese_plots_without_glyph_warnings(trained_tiny_run, tmp_path):
   import warnings
-  from nin_jax.runtime import metrics
+  from nin_jax.runtime import curves
   workdir = tmp_path / '实验_运行'
   workdir.mkdir()
   shutil.copy(trained_tiny_run[0] / 'metrics.jsonl', workdir / 'metrics.jsonl')
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter('always')
-    metrics.plot_curves(str(workdir))
+    curves.plot_curves(str(workdir))
   assert [str(w.message) for w in caught] == []
   assert (workdir / 'curves.png').stat().st_size > 10_000
 

@@ -265,16 +265,16 @@ def plot_curves(runs: dict[str, tuple[str, str]], png_path: epath.Path) -> None:
 
   `runs` maps a trial name to (variant, workdir); every seed of a variant is drawn.
   """
-  from nin_jax.runtime import metrics  # It imports jax: only for the plot.
-  fig, axes = metrics.curves_figure()
+  from nin_jax.runtime import curves, metrics  # They import jax: only for the plot.
+  fig, axes = curves.curves_figure()
   labelled = set()
   for variant, wd in runs.values():
     try:
       records = metrics.read_metrics(wd)
     except OSError:
       continue
-    metrics.draw_curves(axes, records, color=f'C{VARIANTS.index(variant)}',
+    curves.draw_curves(axes, records, color=f'C{VARIANTS.index(variant)}',
                         label=None if variant in labelled else LABELS[variant])
     labelled.add(variant)
-  metrics.save_curves(fig, axes, 'Head ablation: GAP vs FC vs FC + dropout (every seed)',
+  curves.save_curves(fig, axes, 'Head ablation: GAP vs FC vs FC + dropout (every seed)',
                       png_path)

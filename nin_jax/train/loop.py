@@ -33,6 +33,7 @@ from nin_jax.data import datasets
 from nin_jax.data import input_pipeline
 from nin_jax.runtime import bucket_access
 from nin_jax.runtime import checkpoint as checkpoint_lib
+from nin_jax.runtime import curves
 from nin_jax.runtime import metrics
 from nin_jax.runtime import profiling
 from nin_jax.runtime import rewind
@@ -309,7 +310,7 @@ class TrainingRun:
       self.last_eval = self.evaluate()
     if at_end and jax.process_index() == 0 and self.config.write_plots:
       self.writer.upload()  # A bucket's records, before the plot reads them back.
-      self.writer.submit(metrics.plot_curves, self.workdir)
+      self.writer.submit(curves.plot_curves, self.workdir)
     self.writer.close()
     if at_end and jax.process_index() == 0:
       self._write_final_files()
