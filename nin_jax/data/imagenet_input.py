@@ -262,6 +262,9 @@ def model_inputs(raw_batches, subtract: MeanSubtraction):
   """Worker batches → the model's: float32 images minus the mean; padding stays 0."""
   with contextlib.closing(raw_batches):  # Closing this stops the workers.
     for raw in raw_batches:
+      # Plain views of Grain's shared-memory arrays: a row of its subclass costs
+      # more to slice than the subtraction (numpy's __array_finalize__).
+      raw = {key: np.asarray(value) for key, value in raw.items()}
       batch = {key: value for key, value in raw.items() if key != 'where'}
       batch['image'] = subtract(raw['image'], raw['where'])
       if 'mask' in raw:
