@@ -13,7 +13,7 @@ record for record in the same order:
 Layout: `<split>.array_record-SSSSS-of-NNNNN` shards (group size 1, as Grain
 reads by index) and `info.json`, written last, so a cache without it is
 incomplete. A record is the label (4 bytes, little-endian int32) then the
-JPEG. An out_dir in a bucket (gs://) gets each shard uploaded through
+JPEG; imagenet_input.ResizedImages reads it. An out_dir in a bucket (gs://) gets each shard uploaded through
 etils.epath after it is written locally.
 """
 

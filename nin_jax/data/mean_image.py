@@ -49,7 +49,7 @@ def cached_mean_image(path: str | os.PathLike[str], shape: tuple[int, ...],
   Decided once for every host: unless every process reads the file, all of
   them compute (`compute` may be collective) and process 0 writes it.
   """
-  import jax
+  import jax  # Here: decode workers import this module (WarpedSum) and never need jax.
   from nin_jax.runtime import sharding
   path = epath.Path(path)
   cached = _read_mean(path, tuple(shape))
