@@ -19,12 +19,13 @@ datasets), crops and flips keyed by (seed, position in the global stream).
 Grain worker processes (config.dataset.workers, one per core by default) each
 make whole batches of uint8 crops (nin_jax/data/grain_stream.py), outside this
 process's GIL, and Grain hands them back in order; this process subtracts the
-mean into float32 (MeanSubtraction: a quarter of the bytes cross shared memory,
-the numbers are the float path's, bit for bit). So the batches depend on neither the number
-of workers nor the number of hosts, and the stream's state is the train step
-the checkpoint already holds: a run resumed at step k makes element k first,
-in O(1), and reads no record consumed before k. (Grain's own iterator state
-would add nothing and tie a resume to the worker count.) Nothing here imports
+mean into float32 (MeanSubtraction: a quarter of the bytes cross shared
+memory, the numbers are the float path's, bit for bit). So the batches depend
+on neither the number of workers nor the number of hosts, and the stream's
+state is the train step the checkpoint already holds: a run resumed at step
+k makes element k first, in O(1), and reads no record consumed before k.
+(Grain's own iterator state would add nothing and tie a resume to the worker
+count.) Nothing here imports
 TensorFlow in the workers: OpenCV decodes, TFDS reads records without it (this
 process loads TFDS through nin_jax/runtime/tensorflow_loader.py, as every TFDS path).
 
