@@ -7,11 +7,18 @@ prepares them with TFDS's imagenet2012 builder (ArrayRecord) and its
 pre-resized cache (nin_jax/data/imagenet_resized.py), then times the training
 stream of each pipeline (decode, warp to 256², random 224 crop, mirror, mean):
 
-- this pipeline (Grain workers over the TFDS records) at 1 and 2 workers;
+- this pipeline (Grain workers over the TFDS records) at 1 and 2 workers:
+  uint8 crops from the workers, the mean subtracted in the training process;
+- the same with float32 batches made in the workers (as before: 4× the bytes
+  through shared memory), at 1 worker;
 - the same over the pre-resized cache, at 1 and 2 workers;
 - today's pipeline before Grain (tf.data over a tf.numpy_function read);
 - a plain tf.data reference: JPEGs already in memory, parallel decode_jpeg,
   resize, crop, flip, mean, at 1 and 2 threads (no reading: an upper bound).
+
+First, where one core's time goes: milliseconds per image of each stage,
+in this process, one OpenCV thread (shared memory: a batch copied into a
+fresh segment and opened, as Grain hands a worker's batch over).
 
 img/s is wall-clock after a warm-up (worker start-up excluded);
 img/s/core divides it by the cores the pipeline decodes on; img/CPU-s divides
@@ -33,6 +40,7 @@ import psutil
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from nin_jax.data import grain_stream  # noqa: E402
 from nin_jax.data import imagenet_input  # noqa: E402
 from nin_jax.data import imagenet_mock  # noqa: E402
 from nin_jax.data import imagenet_resized  # noqa: E402
@@ -69,10 +77,70 @@ def measure(batches, num_batches: int, cores: int) -> tuple[int, float, float]:
   return images, wall, cpu
 
 
-def grain_stream(data_dir, resized_dir, workers, batch):
+def grain_pipeline(data_dir, resized_dir, workers, batch):
   data = imagenet_input.ImageNetData(data_dir, crop=CROP, workers=workers,
                                      resized_dir=resized_dir)
   return data.train_batches(batch, seed=0)
+
+
+class FloatInWorker:
+  """A worker's batch as it was made before: float32, the mean subtracted in the worker."""
+
+  def __init__(self, make, mean):
+    self.make, self.subtract = make, imagenet_input.MeanSubtraction(mean)
+
+  def __call__(self, step):
+    raw = self.make(step)
+    return {'image': self.subtract(raw['image'], raw['where']), 'label': raw['label']}
+
+
+def grain_float_in_workers(data_dir, workers, batch):
+  images = imagenet_input.TfdsImages(data_dir, 'train')
+  make = imagenet_input.TrainBatch(images, batch, slice(0, batch), 0, CROP)
+  return grain_stream.stream(FloatInWorker(make, imagenet_input.MEAN_RGB), 0,
+                             grain_stream.FOREVER, workers)
+
+
+def stage_costs(data_dir, batch, images=64):
+  """Prints ms per image of each stage of one worker (and of the training process)."""
+  import cv2
+  from grain.multiprocessing import SharedMemoryArray
+  cv2.setNumThreads(1)
+  source = imagenet_input.TfdsImages(data_dir, 'train')
+  jpegs = [source[i][0] for i in range(min(images, len(source)))]
+  decoded = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in jpegs]
+  warped = [imagenet_input.decode_warp(j) for j in jpegs]
+  crops = np.zeros((batch, CROP, CROP, 3), np.uint8)
+  where = np.tile(np.int32([[16, 16, 1]]), (batch, 1))
+  subtract = imagenet_input.MeanSubtraction(imagenet_input.MEAN_RGB)
+
+  def through_shared_memory(array):
+    shared = SharedMemoryArray(array.shape, array.dtype)
+    np.copyto(shared, array)
+    received = SharedMemoryArray.from_metadata(shared.metadata)
+    received.unlink_on_del()
+
+  stages = [  # (name, per image, calls, images per call)
+      ('read the record', lambda i: source[i % len(jpegs)], len(jpegs), 1),
+      ('decode (cv2.imdecode)', lambda i: cv2.imdecode(
+          np.frombuffer(jpegs[i], np.uint8), cv2.IMREAD_COLOR), len(jpegs), 1),
+      ('warp to 256² (cv2.resize, bilinear)', lambda i: cv2.resize(
+          decoded[i], (256, 256), interpolation=cv2.INTER_LINEAR), len(jpegs), 1),
+      ('crop + mirror, uint8', lambda i: imagenet_input.crop_into(
+          warped[i], 16, 16, CROP, True, crops[0]), len(jpegs), 1),
+      ('float32 batch to shared memory', lambda i: through_shared_memory(
+          np.zeros(crops.shape, np.float32)), 8, batch),
+      ('uint8 batch to shared memory', lambda i: through_shared_memory(crops), 8, batch),
+      ('minus the mean → float32 (training process)', lambda i: subtract(crops, where), 8,
+       batch),
+  ]
+  print('stage of one image                              ms/img')
+  for name, run, calls, per_call in stages:
+    run(0)
+    t0 = time.perf_counter()
+    for i in range(calls):
+      run(i)
+    print(f'{name:46s} {(time.perf_counter() - t0) / calls / per_call * 1e3:7.3f}')
 
 
 def todays_pipeline(data_dir, batch):
@@ -159,11 +227,14 @@ def main():
   sizes = [len(train[i][0]) for i in range(min(64, len(train)))]
   print(f'{root}: JPEG mean {np.mean(sizes) / 1e3:.0f} kB; host {psutil.cpu_count()} cores, '
         f'load average {os.getloadavg()[0]:.1f}')
+  stage_costs(data_dir, args.batch)
   rows = [
-      ('grain, 1 worker', 1, lambda: grain_stream(data_dir, '', 1, args.batch)),
-      ('grain, 2 workers', 2, lambda: grain_stream(data_dir, '', 2, args.batch)),
-      ('grain + resized cache, 1 worker', 1, lambda: grain_stream(data_dir, resized, 1, args.batch)),
-      ('grain + resized cache, 2 workers', 2, lambda: grain_stream(data_dir, resized, 2, args.batch)),
+      ('grain, 1 worker', 1, lambda: grain_pipeline(data_dir, '', 1, args.batch)),
+      ('grain, 2 workers', 2, lambda: grain_pipeline(data_dir, '', 2, args.batch)),
+      ('grain, float32 from workers, 1 worker', 1,
+       lambda: grain_float_in_workers(data_dir, 1, args.batch)),
+      ('grain + resized cache, 1 worker', 1, lambda: grain_pipeline(data_dir, resized, 1, args.batch)),
+      ('grain + resized cache, 2 workers', 2, lambda: grain_pipeline(data_dir, resized, 2, args.batch)),
       ("today's (tf.numpy_function + tf.data)", 2, lambda: todays_pipeline(data_dir, args.batch)),
       ('tf.data reference, 1 thread', 1, lambda: tf_data_reference(data_dir, 1, args.batch)),
       ('tf.data reference, 2 threads', 2, lambda: tf_data_reference(data_dir, 2, args.batch)),

@@ -61,6 +61,13 @@ def bilinear_warp(image: np.ndarray, size: int = 256) -> np.ndarray:
   return rows[:, x0] * (1 - wx)[None, :, None] + rows[:, x1] * wx[None, :, None]
 
 
+def caffe_crop(warped, mean, top, left, crop, flip):
+  """Caffe's data transformer in float32: the crop minus the mean at its pixels, then the mirror."""
+  rows, cols = slice(top, top + crop), slice(left, left + crop)
+  image = warped[rows, cols].astype(np.float32) - np.broadcast_to(mean, warped.shape)[rows, cols]
+  return image[:, ::-1] if flip else image
+
+
 def test_images_are_warped_to_256_cropped_mirrored_and_the_mean_subtracted(data_dir):
   from PIL import Image
   import io
@@ -71,10 +78,44 @@ def test_images_are_warped_to_256_cropped_mirrored_and_the_mean_subtracted(data_
   assert warped.shape == (256, 256, 3) and warped.dtype == np.uint8
   # Caffe's warp: OpenCV's bilinear resize, rounded to uint8 as its LMDB held it.
   assert np.abs(warped - bilinear_warp(decoded)).max() <= 1.0
-  mean = np.random.default_rng(0).uniform(0, 255, (256, 256, 3)).astype(np.float32)
-  crop = imagenet_input.crop_minus_mean(warped, mean, 10, 20, 224, flip=True)
-  np.testing.assert_array_equal(
-      crop, (warped[10:234, 20:244].astype(np.float32) - mean[10:234, 20:244])[:, ::-1])
+  # Workers cut uint8 crops; the training process subtracts the mean: the
+  # float32 numbers of Caffe's order (mean at the crop's pixels, then mirror), bit for bit.
+  rng = np.random.default_rng(0)
+  for mean in (rng.uniform(0, 255, (256, 256, 3)).astype(np.float32),
+               np.asarray(imagenet_input.MEAN_RGB, np.float32)):
+    where = np.array([(10, 20, 1), (0, 0, 0), (32, 32, 1), (0, 32, 1), (5, 3, 0)], np.int32)
+    crops = np.empty((len(where), 224, 224, 3), np.uint8)
+    for row, (top, left, flip) in enumerate(where):
+      imagenet_input.crop_into(warped, top, left, 224, flip, out=crops[row])
+    got = imagenet_input.MeanSubtraction(mean)(crops, where)
+    assert got.dtype == np.float32
+    for row, (top, left, flip) in enumerate(where):
+      np.testing.assert_array_equal(got[row], caffe_crop(warped, mean, top, left, 224, flip))
+
+
+def test_batches_are_caffes_float_crops_of_the_records_in_the_seeded_order(data_dir):
+  """End to end, with 2 workers: every row is exactly what the float path made
+  (decode, warp, crop minus the mean image there, mirror) from the record the
+  seeded order names, at the crop the (seed, position) key draws."""
+  from nin_jax.data import data_order
+  mean = np.random.default_rng(1).uniform(0, 255, (256, 256, 3)).astype(np.float32)
+  data = imagenet_input.ImageNetData(data_dir, crop=32, mean=mean, workers=2)
+  images = data.train_images
+  for step, batch in enumerate(take(data.train_batches(4, seed=3, start_step=2), 3), 2):
+    assert sorted(batch) == ['image', 'label'] and batch['image'].dtype == np.float32
+    records = data_order.train_indices(NUM_TRAIN, 4, 3, step)
+    for row, record in enumerate(records):
+      jpeg, label = images[record]
+      place = imagenet_input.train_crop(3, step * 4 + row, 32)
+      np.testing.assert_array_equal(
+          batch['image'][row], caffe_crop(imagenet_input.decode_warp(jpeg), mean, *place[:2],
+                                          32, place[2]))
+      assert batch['label'][row] == label
+  last = list(data.eval_batches(4))[-1]  # 5 images: 1 real, 3 padded rows.
+  centre = caffe_crop(imagenet_input.decode_warp(data.test_images[4][0]), mean, 112, 112,
+                      32, False)
+  np.testing.assert_array_equal(last['image'][0], centre)
+  assert not last['image'][1:].any() and last['mask'].tolist() == [1, 0, 0, 0]
 
 
 def test_workers_make_the_batches_the_training_process_makes(data_dir):

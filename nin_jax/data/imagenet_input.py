@@ -17,12 +17,15 @@ process's rows of global batch k: the k-th slice of a seeded permutation of
 the split (a fresh one each epoch, data_order.epoch_order, as the in-memory
 datasets), crops and flips keyed by (seed, position in the global stream).
 Grain worker processes (config.dataset.workers, one per core by default) each
-make whole batches (nin_jax/data/grain_stream.py), outside this process's GIL, and
-Grain hands them back in order. So the batches depend on neither the number
-of workers nor the number of hosts, and the stream's state is the train step
-the checkpoint already holds: a run resumed at step k makes element k first,
-in O(1), and reads no record consumed before k. (Grain's own iterator state
-would add nothing and tie a resume to the worker count.) Nothing here imports
+make whole batches of uint8 crops (nin_jax/data/grain_stream.py), outside this
+process's GIL, and Grain hands them back in order; this process subtracts the
+mean into float32 (MeanSubtraction: a quarter of the bytes cross shared
+memory, the numbers are the float path's, bit for bit). So the batches depend
+on neither the number of workers nor the number of hosts, and the stream's
+state is the train step the checkpoint already holds: a run resumed at step
+k makes element k first, in O(1), and reads no record consumed before k.
+(Grain's own iterator state would add nothing and tie a resume to the worker
+count.) Nothing here imports
 TensorFlow in the workers: OpenCV decodes, TFDS reads records without it (this
 process loads TFDS through nin_jax/runtime/tensorflow_loader.py, as every TFDS path).
 
@@ -36,10 +39,14 @@ for TPU pods).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
+import struct
 from typing import Iterator
 
 import numpy as np
+from etils import epath
 
 from nin_jax.data import data_order
 from nin_jax.data import datasets
@@ -51,6 +58,9 @@ NUM_CLASSES = 1000
 RESIZE = 256
 # Caffe's ImageNet mean pixel (B, G, R) = (104, 117, 123), here in RGB order.
 MEAN_RGB = (123.0, 117.0, 104.0)
+# The pre-resized cache's table of contents and its records' label prefix.
+RESIZED_INFO = 'info.json'
+RESIZED_LABEL = struct.Struct('<i')
 # The position key of a crop: (seed * this, position in the global stream).
 _SEED_STRIDE = 1_000_003
 
@@ -65,22 +75,42 @@ def decode_warp(jpeg: bytes) -> np.ndarray:
   return cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=image)  # OpenCV decodes BGR.
 
 
-def crop_minus_mean(warped: np.ndarray, mean: np.ndarray, top: int, left: int,
-                    crop: int, flip: bool = False, out: np.ndarray | None = None
-                    ) -> np.ndarray:
-  """float32 crop×crop×3 at (top, left) minus the mean there, mirrored if `flip`.
+def crop_into(warped: np.ndarray, top: int, left: int, crop: int, flip: bool,
+              out: np.ndarray) -> None:
+  """The uint8 crop×crop×3 of `warped` at (top, left), mirrored if `flip`, into `out`."""
+  import cv2
+  window = warped[top:top + crop, left:left + crop]
+  if flip:
+    cv2.flip(window, 1, dst=out)  # Mirrors in place of a slow negative-stride copy.
+  else:
+    np.copyto(out, window)
 
-  `mean` is a pixel (3,) or an image (256, 256, 3): a mean image is taken at
-  the crop's own pixels, as Caffe's data transformer subtracts it (before the
-  mirror). Written into `out` when given (a batch's row: no copy after).
+
+class MeanSubtraction:
+  """uint8 crops → the model's float32 input: pixels minus the mean at each crop's pixels.
+
+  `mean` is a pixel (3,) or an image (256, 256, 3). Caffe's data transformer
+  subtracts a mean image at the crop's own pixels, then mirrors; the crops
+  arrive mirrored, so a mirrored crop takes the mirrored mean at the mirrored
+  place: the same pairs of numbers, the same float32 subtraction, bit for bit.
+  Runs on whole batches in the training process, so the workers hand over
+  uint8 (a quarter of float32's bytes through shared memory).
   """
-  rows = slice(top, top + crop)
-  cols = slice(left + crop - 1, left - 1 if left else None, -1) if flip else slice(
-      left, left + crop)
-  out = np.empty((crop, crop, 3), np.float32) if out is None else out
-  out[...] = warped[rows, cols]  # uint8 → float32 in the copy.
-  out -= mean if mean.ndim == 1 else mean[rows, cols]
-  return out
+
+  def __init__(self, mean):
+    mean = np.asarray(mean, np.float32)
+    self.mean = np.ascontiguousarray(np.broadcast_to(mean, (RESIZE, RESIZE, 3)))
+    self.mirrored = np.ascontiguousarray(self.mean[:, ::-1])
+
+  def __call__(self, crops: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """`crops` (N, c, c, 3) uint8, `where` (N, 3) int32 rows of (top, left, flip)."""
+    crop = crops.shape[1]
+    images = np.empty(crops.shape, np.float32)
+    for row, (top, left, flip) in enumerate(where):
+      mean, left = (self.mirrored, RESIZE - left - crop) if flip else (self.mean, left)
+      np.subtract(crops[row], mean[top:top + crop, left:left + crop], out=images[row],
+                  dtype=np.float32)
+    return images
 
 
 def train_crop(seed: int, position: int, crop: int) -> tuple[int, int, bool]:
@@ -137,24 +167,51 @@ def _not_prepared(data_dir, cause) -> datasets.DatasetError:
       '--file_format=array_record`, then pass --config.dataset.data_dir=<DIR>' + said)
 
 
+class ResizedImages:
+  """One split of the pre-resized cache by index: (JPEG bytes, label), as TfdsImages.
+
+  The cache (written by nin_jax/data/imagenet_resized.py): `<split>` shards of
+  ArrayRecord listed in RESIZED_INFO, which is written last; a record is the
+  label (RESIZED_LABEL) then the JPEG.
+  """
+
+  def __init__(self, directory: str, split: str):
+    from array_record.python import array_record_data_source
+    self.name = 'imagenet2012_resized'
+    self.directory = str(directory)
+    path = epath.Path(directory) / RESIZED_INFO
+    if not path.exists():
+      raise datasets.DatasetError(
+          f'{directory} holds no complete pre-resized ImageNet ({RESIZED_INFO} is missing). '
+          'Write one with `python -m nin_jax.data.imagenet_resized --data_dir=<TFDS dir> '
+          f'--out_dir={directory}`')
+    shards = json.loads(path.read_text())['splits'][split]['shards']
+    self._source = array_record_data_source.ArrayRecordDataSource(
+        [str(epath.Path(directory) / name) for name in shards])
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, index: int) -> tuple[bytes, int]:
+    record = self._source[int(index)]
+    return record[RESIZED_LABEL.size:], RESIZED_LABEL.unpack_from(record)[0]
+
+
 def open_split(data_dir: str | None, resized_dir: str, split: str):
   """The records of `split`: the pre-resized cache if `resized_dir`, else TFDS's."""
-  if resized_dir:
-    from nin_jax.data import imagenet_resized
-    return imagenet_resized.ResizedImages(resized_dir, split)
-  return TfdsImages(data_dir, split)
+  return ResizedImages(resized_dir, split) if resized_dir else TfdsImages(data_dir, split)
 
 
 class TrainBatch:
-  """Step k → this process's rows of global batch k, decoded and augmented.
+  """Step k → this process's rows of global batch k, decoded, cropped and mirrored.
 
-  What a Grain worker runs; a pure function of (seed, k).
+  What a Grain worker runs; a pure function of (seed, k). uint8 crops and
+  where each was cut (MeanSubtraction makes them the model's input).
   """
 
-  def __init__(self, images, global_batch_size: int, rows: slice, seed: int,
-               crop: int, mean: np.ndarray):
+  def __init__(self, images, global_batch_size: int, rows: slice, seed: int, crop: int):
     self.images, self.global_batch_size, self.rows = images, global_batch_size, rows
-    self.seed, self.crop, self.mean = seed, crop, mean
+    self.seed, self.crop = seed, crop
     self.per_epoch = data_order.steps_per_epoch(len(images), global_batch_size)
     self._epoch, self._order = None, None  # One permutation per epoch, drawn once.
 
@@ -166,35 +223,54 @@ class TrainBatch:
     g = self.global_batch_size
     records = self._order[k * g:(k + 1) * g][self.rows]
     first = int(step) * g + self.rows.start  # Position of the first row in the stream.
-    images = np.empty((len(records), self.crop, self.crop, 3), np.float32)
-    labels = np.empty((len(records),), np.int32)
+    batch = _empty_batch(len(records), self.crop)
     for row, record in enumerate(records):
-      jpeg, labels[row] = self.images[record]
-      top, left, flip = train_crop(self.seed, first + row, self.crop)
-      crop_minus_mean(decode_warp(jpeg), self.mean, top, left, self.crop, flip,
-                      out=images[row])
-    return {'image': images, 'label': labels}
+      jpeg, batch['label'][row] = self.images[record]
+      top, left, flip = batch['where'][row] = train_crop(self.seed, first + row, self.crop)
+      crop_into(decode_warp(jpeg), top, left, self.crop, flip, out=batch['image'][row])
+    return batch
 
 
 class EvalBatch:
   """Evaluation batch b → this process's rows of it, centre crops, padded and masked."""
 
-  def __init__(self, images, global_batch_size: int, rows: slice, crop: int,
-               mean: np.ndarray):
+  def __init__(self, images, global_batch_size: int, rows: slice, crop: int):
     self.images, self.global_batch_size, self.rows = images, global_batch_size, rows
-    self.crop, self.mean = crop, mean
+    self.crop = crop
 
   def __call__(self, batch: int) -> dict[str, np.ndarray]:
     indices = np.arange(batch * self.global_batch_size,
                         (batch + 1) * self.global_batch_size)[self.rows]
     offset = (RESIZE - self.crop) // 2
-    images = np.zeros((len(indices), self.crop, self.crop, 3), np.float32)
-    labels = np.zeros((len(indices),), np.int32)
+    out = _empty_batch(len(indices), self.crop)
+    out['image'][...], out['label'][...] = 0, 0
+    out['where'][...] = (offset, offset, 0)
     valid = indices < len(self.images)
     for i in np.flatnonzero(valid):
-      jpeg, labels[i] = self.images[indices[i]]
-      crop_minus_mean(decode_warp(jpeg), self.mean, offset, offset, self.crop, out=images[i])
-    return {'image': images, 'label': labels, 'mask': valid.astype(np.float32)}
+      jpeg, out['label'][i] = self.images[indices[i]]
+      crop_into(decode_warp(jpeg), offset, offset, self.crop, False, out=out['image'][i])
+    out['mask'] = valid.astype(np.float32)
+    return out
+
+
+def _empty_batch(rows: int, crop: int) -> dict[str, np.ndarray]:
+  return {'image': np.empty((rows, crop, crop, 3), np.uint8),
+          'label': np.empty((rows,), np.int32),
+          'where': np.empty((rows, 3), np.int32)}  # (top, left, flip) of each crop.
+
+
+def model_inputs(raw_batches, subtract: MeanSubtraction):
+  """Worker batches → the model's: float32 images minus the mean; padding stays 0."""
+  with contextlib.closing(raw_batches):  # Closing this stops the workers.
+    for raw in raw_batches:
+      # Plain views of Grain's shared-memory arrays: a row of its subclass costs
+      # more to slice than the subtraction (numpy's __array_finalize__).
+      raw = {key: np.asarray(value) for key, value in raw.items()}
+      batch = {key: value for key, value in raw.items() if key != 'where'}
+      batch['image'] = subtract(raw['image'], raw['where'])
+      if 'mask' in raw:
+        batch['image'][raw['mask'] == 0] = 0
+      yield batch
 
 
 @dataclasses.dataclass
@@ -236,11 +312,11 @@ class ImageNetData:
     The records of step k are read only when step k's batch is made: nothing
     before `start_step` is read, skipped or decoded.
     """
-    from nin_jax.data import input_pipeline
     make = TrainBatch(self.train_images, global_batch_size,
-                      input_pipeline.process_rows(global_batch_size), seed, self.crop,
-                      np.asarray(self.mean, np.float32))
-    return grain_stream.stream(make, start_step, grain_stream.FOREVER, self.workers)
+                      data_order.process_rows(global_batch_size), seed, self.crop)
+    return model_inputs(
+        grain_stream.stream(make, start_step, grain_stream.FOREVER, self.workers),
+        MeanSubtraction(self.mean))
 
   def eval_batches(self, global_batch_size: int) -> Iterator[dict[str, np.ndarray]]:
     """The whole validation split once across processes, padded and masked.
@@ -248,9 +324,8 @@ class ImageNetData:
     Every process yields the same number of batches (masked padding), so none
     waits forever.
     """
-    from nin_jax.data import input_pipeline
     make = EvalBatch(self.test_images, global_batch_size,
-                     input_pipeline.process_rows(global_batch_size), self.crop,
-                     np.asarray(self.mean, np.float32))
-    count = input_pipeline.num_eval_batches(self.num_test, global_batch_size)
-    return grain_stream.stream(make, 0, count, min(self.workers, count))
+                     data_order.process_rows(global_batch_size), self.crop)
+    count = data_order.num_eval_batches(self.num_test, global_batch_size)
+    return model_inputs(grain_stream.stream(make, 0, count, min(self.workers, count)),
+                        MeanSubtraction(self.mean))

@@ -13,7 +13,7 @@ record for record in the same order:
 Layout: `<split>.array_record-SSSSS-of-NNNNN` shards (group size 1, as Grain
 reads by index) and `info.json`, written last, so a cache without it is
 incomplete. A record is the label (4 bytes, little-endian int32) then the
-JPEG. An out_dir in a bucket (gs://) gets each shard uploaded through
+JPEG; imagenet_input.ResizedImages reads it. An out_dir in a bucket (gs://) gets each shard uploaded through
 etils.epath after it is written locally.
 """
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import sys
 import tempfile
 
@@ -30,13 +29,12 @@ from etils import epath
 
 from nin_jax.data import datasets
 from nin_jax.data import grain_stream
+from nin_jax.data import imagenet_input
 
 SHORT_SIDE = 256
 QUALITY = 95
-INFO = 'info.json'
 RECORDS_PER_SHARD = 10_000
 CHUNK = 64  # Records a worker resizes per element.
-_LABEL = struct.Struct('<i')
 
 
 def resize_record(jpeg: bytes, label: int, short_side: int = SHORT_SIDE,
@@ -54,7 +52,7 @@ def resize_record(jpeg: bytes, label: int, short_side: int = SHORT_SIDE,
     ok, encoded = cv2.imencode('.jpg', image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     assert ok
     jpeg = encoded.tobytes()
-  return _LABEL.pack(label) + jpeg
+  return imagenet_input.RESIZED_LABEL.pack(label) + jpeg
 
 
 class ResizeChunk:
@@ -73,7 +71,6 @@ def convert(data_dir: str | None, out_dir: str, *, workers: int = -1,
             short_side: int = SHORT_SIDE, quality: int = QUALITY,
             records_per_shard: int = RECORDS_PER_SHARD) -> dict:
   """Writes the cache of TFDS's prepared imagenet2012 (train and validation)."""
-  from nin_jax.data import imagenet_input
   out = epath.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   info = {'short_side': short_side, 'quality': quality, 'source': data_dir or '',
@@ -86,7 +83,7 @@ def convert(data_dir: str | None, out_dir: str, *, workers: int = -1,
         make, 0, chunks, min(grain_stream.resolve_workers(workers), chunks)) for r in chunk)
     shards = _write_shards(records, len(images), out, split, records_per_shard)
     info['splits'][split] = {'num_examples': len(images), 'shards': shards}
-  (out / INFO).write_text(json.dumps(info, indent=2))
+  (out / imagenet_input.RESIZED_INFO).write_text(json.dumps(info, indent=2))
   return info
 
 
@@ -106,31 +103,6 @@ def _write_shards(records, count: int, out: epath.Path, split: str,
       epath.Path(local).copy(out / name, overwrite=True)
       os.remove(local)
   return names
-
-
-class ResizedImages:
-  """One split of the cache by index: (JPEG bytes, label), as imagenet_input.TfdsImages."""
-
-  def __init__(self, directory: str, split: str):
-    from array_record.python import array_record_data_source
-    self.name = 'imagenet2012_resized'
-    self.directory = str(directory)
-    path = epath.Path(directory) / INFO
-    if not path.exists():
-      raise datasets.DatasetError(
-          f'{directory} holds no complete pre-resized ImageNet ({INFO} is missing). '
-          'Write one with `python -m nin_jax.data.imagenet_resized --data_dir=<TFDS dir> '
-          f'--out_dir={directory}`')
-    shards = json.loads(path.read_text())['splits'][split]['shards']
-    self._source = array_record_data_source.ArrayRecordDataSource(
-        [str(epath.Path(directory) / name) for name in shards])
-
-  def __len__(self) -> int:
-    return len(self._source)
-
-  def __getitem__(self, index: int) -> tuple[bytes, int]:
-    record = self._source[int(index)]
-    return record[_LABEL.size:], _LABEL.unpack_from(record)[0]
 
 
 def main() -> None:

@@ -17,18 +17,19 @@ import dataclasses
 import os
 from typing import Iterator
 
-import jax
 import ml_collections
 import numpy as np
 from absl import logging
 
 from nin_jax.data import datasets
+from nin_jax.data import imagenet_input
 from nin_jax.data import local_contrast
 from nin_jax.data import mean_image
 from nin_jax.data import preprocess
 from nin_jax.data.preprocess import PREPROCESSINGS
 # The data order lives in a jax-free module (ImageNet's decode workers read it).
-from nin_jax.data.data_order import epoch_order, steps_per_epoch, train_indices  # noqa: F401
+from nin_jax.data.data_order import (  # noqa: F401
+    epoch_order, num_eval_batches, process_rows, steps_per_epoch, train_indices)
 
 # Seed of the held-out validation images (fixed: the split is part of the dataset).
 VALIDATION_SEED = 322
@@ -79,7 +80,6 @@ class InMemoryData:
 def create(dataset: ml_collections.ConfigDict):
   """The source config.dataset names: ImageNet streams, the rest sit in memory."""
   if dataset.name == 'imagenet2012':
-    from nin_jax.data import imagenet_input
     data = imagenet_input.ImageNetData(
         dataset.data_dir or None, crop=dataset.image_size, workers=dataset.workers,
         resized_dir=dataset.resized_dir)
@@ -207,7 +207,6 @@ def apply_preprocessing(dataset, fitted: dict[str, np.ndarray],
   """uint8 images (N, H, W, C) → the model's float32 input, with fitted statistics."""
   kind = dataset.preprocessing
   if dataset.name in datasets.STREAMED:
-    from nin_jax.data import imagenet_input
     return imagenet_input.normalize(images, fitted)
   if kind == 'standardize':
     return preprocess.standardize(images, fitted['mean'], fitted['std'])
@@ -264,13 +263,3 @@ def eval_batches(images: np.ndarray, labels: np.ndarray,
     idx = np.where(valid, idx, 0)
     yield {'image': images[idx], 'label': labels[idx],
            'mask': valid.astype(np.float32)}
-
-
-def num_eval_batches(num_examples: int, global_batch_size: int) -> int:
-  return -(-num_examples // global_batch_size)
-
-
-def process_rows(global_batch_size: int) -> slice:
-  per_process = global_batch_size // jax.process_count()
-  start = jax.process_index() * per_process
-  return slice(start, start + per_process)

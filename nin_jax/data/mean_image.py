@@ -23,6 +23,8 @@ import numpy as np
 from absl import logging
 from etils import epath
 
+from nin_jax.data import grain_stream
+from nin_jax.data import imagenet_input
 from nin_jax.runtime import array_cache
 
 
@@ -46,7 +48,7 @@ def cached_mean_image(path: str | os.PathLike[str], shape: tuple[int, ...],
   Decided once for every host: unless every process reads the file, all of
   them compute (`compute` may be collective) and process 0 writes it.
   """
-  import jax
+  import jax  # Here: decode workers import this module (WarpedSum) and never need jax.
   from nin_jax.runtime import sharding
   path = epath.Path(path)
   cached = _read_mean(path, tuple(shape))
@@ -81,7 +83,6 @@ def imagenet_mean_image(images, cache_dir: str | os.PathLike[str] = '', *,
   processes; then it is read from
   `<cache_dir or beside the dataset>/mean_image_<name>_<N>_256.npy`.
   """
-  from nin_jax.data import imagenet_input
   size = imagenet_input.RESIZE
   directory = epath.Path(cache_dir or images.directory)
   path = directory / f'mean_image_{images.name}_{len(images)}_{size}.npy'
@@ -102,7 +103,6 @@ class WarpedSum:
     self.images, self.start, self.stop, self.chunk = images, start, stop, chunk
 
   def __call__(self, c: int) -> np.ndarray:
-    from nin_jax.data import imagenet_input
     first = self.start + int(c) * self.chunk
     total = np.zeros((imagenet_input.RESIZE, imagenet_input.RESIZE, 3), np.int64)
     for index in range(first, min(first + self.chunk, self.stop)):
@@ -113,7 +113,6 @@ class WarpedSum:
 def _warped_sum_of_this_process(images, workers: int, chunk: int = 256) -> np.ndarray:
   """The exact sum of this process's contiguous share of `images`, warped."""
   import jax
-  from nin_jax.data import grain_stream
   n, p, count = len(images), jax.process_index(), jax.process_count()
   start, stop = p * n // count, (p + 1) * n // count
   chunks = -(-(stop - start) // chunk)
