@@ -14,7 +14,7 @@ import json
 import os
 import shlex
 import sys
-from typing import Callable
+from typing import Callable, Sequence
 
 from absl import app, flags
 from ml_collections import config_flags

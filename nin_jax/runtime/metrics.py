@@ -16,7 +16,6 @@ import sys
 import time
 
 import jax
-import numpy as np
 from etils import epath
 
 from nin_jax.runtime import storage
