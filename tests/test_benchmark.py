@@ -57,7 +57,7 @@ def test_pytorch_peer_is_the_same_network():
 
 def test_command_line_prints_json(tmp_path):
   out = tmp_path / 'bench.json'
-  proc = run_cli('throughput.py', None, {'model.width_multiplier': 0.125,
+  proc = run_cli('benchmark.py', None, {'model.width_multiplier': 0.125,
                                         'optim.batch_size': 8},
                  extra_args=['--steps=1', '--warmup=0', f'--output={out}'])
   assert proc.returncode == 0, proc.stderr[-2000:]
