@@ -28,6 +28,7 @@ import functools
 import math
 from typing import Literal
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -69,7 +70,26 @@ def _extract_patches(x, k: int, stride: int, padding: int):
   return jnp.concatenate(slices, axis=-1)
 
 
-def dropout(x, rate: float, key, form: str = 'inverted'):
+@flax.struct.dataclass
+class DropoutRate:
+  """A dropout rate held as runtime values: one compiled step serves trials of any rate.
+
+  Made on the host (`of`) with the arithmetic of a float rate, so a step given
+  DropoutRate.of(p) draws the same masks and scales as one compiled with p.
+  """
+  keep_bits: jax.Array  # uint32: a unit is kept where its PRNG word is below this
+  keep: jax.Array       # float32: 1 − rate
+
+  @classmethod
+  def of(cls, rate: float) -> 'DropoutRate':
+    return cls(keep_bits=np.uint32(_keep_bits(1.0 - rate)), keep=np.float32(1.0 - rate))
+
+
+def _keep_bits(keep: float) -> int:
+  return min(round(keep * 2**32), 2**32 - 1)
+
+
+def dropout(x, rate: float | DropoutRate, key, form: str = 'inverted'):
   """Training-time dropout: zero each element with probability `rate`.
 
   form='inverted' scales the survivors by 1 / (1 − rate); 'cuda_convnet'
@@ -79,24 +99,32 @@ def dropout(x, rate: float, key, form: str = 'inverted'):
   devices (threefry is partitionable).
   """
   _check_dropout_form(form)
-  if rate == 0.0:
+  if isinstance(rate, DropoutRate):
+    keep_bits, keep = jnp.asarray(rate.keep_bits, jnp.uint32), rate.keep
+  elif rate == 0.0:
     return x
-  keep = 1.0 - rate
+  else:
+    keep = 1.0 - rate
+    keep_bits = jnp.uint32(_keep_bits(keep))
   bits = jax.random.bits(key, x.shape, jnp.uint32)
-  mask = bits < jnp.uint32(min(round(keep * 2**32), 2**32 - 1))
+  mask = bits < keep_bits
   kept = x / jnp.asarray(keep, x.dtype) if form == 'inverted' else x
   return jnp.where(mask, kept, jnp.zeros((), x.dtype))
 
 
-def dropout_at_test(x, rate: float, form: str = 'inverted'):
+def dropout_at_test(x, rate: float | DropoutRate, form: str = 'inverted'):
   """What a dropout layer does outside training: identity, or × (1 − rate) for cuda-convnet."""
   _check_dropout_form(form)
-  if form == 'inverted' or rate == 0.0:
+  if form == 'inverted':
+    return x
+  if isinstance(rate, DropoutRate):
+    return x * jnp.asarray(rate.keep, x.dtype)
+  if rate == 0.0:
     return x
   return x * jnp.asarray(1.0 - rate, x.dtype)
 
 
-def dropout_layer(x, rate: float, *, train: bool, key, form: str):
+def dropout_layer(x, rate: float | DropoutRate, *, train: bool, key, form: str):
   """A dropout layer in training (`dropout`) or at test (`dropout_at_test`)."""
   return dropout(x, rate, key, form) if train else dropout_at_test(x, rate, form)
 

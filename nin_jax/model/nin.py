@@ -18,7 +18,7 @@ from nin_jax.model.architectures import HEADS
 # Re-exported: callers name the layers through nin_jax.model.nin.
 from nin_jax.model.layers import (CONV_IMPLS, CPU_WEIGHT_GRAD_CHUNKS, INITS,  # noqa: F401
                             DROPOUT_FORMS, ConvImpl, ConvLayer, Init, LocalLayer,
-                            channel_matmul, dropout, dropout_at_test,
+                            DropoutRate, channel_matmul, dropout, dropout_at_test,
                             dropout_layer, kernel_init, pool2d, pool_output_size,
                             resolve_conv_impl)
 
@@ -148,13 +148,15 @@ class NIN(nnx.Module):
                if head == 'fc' else None)
 
   def __call__(self, x, *, train: bool = False, dropout_key=None,
-               taps: list | None = None):
+               taps: list | None = None, dropout_rate: DropoutRate | None = None):
     """Logits (float32) for images x (N,H,W,C).
 
     Args:
       train: batch statistics and dropout on.
       dropout_key: PRNG key for every dropout mask of this call (needed when
         train and any dropout is active).
+      dropout_rate: the blocks' dropout rate as runtime values, in place of
+        the module's own (which still says whether there is dropout at all).
       taps: if a list, (layer name, output shape) pairs are appended to it.
     """
     if train and dropout_key is None and self._has_dropout():
@@ -167,7 +169,8 @@ class NIN(nnx.Module):
         if taps is not None:
           taps.append((f'block{i + 1}.pool', x.shape))
       if b.dropout and self.dropout_rate > 0:
-        x = dropout_layer(x, self.dropout_rate, train=train, form=self.dropout_form,
+        rate = self.dropout_rate if dropout_rate is None else dropout_rate
+        x = dropout_layer(x, rate, train=train, form=self.dropout_form,
                           key=jax.random.fold_in(dropout_key, i) if train else None)
     if self.fc is not None:
       logits = self.fc(x, train=train, dropout_key=dropout_key)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from nin_jax.model.nin import (ROLE_BIAS as BIAS, ROLE_LAST_BIAS as LAST_BIAS,
@@ -68,6 +69,18 @@ def bias_learning_rate_schedule(optim: ml_collections.ConfigDict, steps_per_epoc
   return learning_rate_schedule(undecayed, steps_per_epoch, total_steps)
 
 
+def tabulate(schedule: optax.Schedule, total_steps: int):
+  """The schedule's rate at every step 0..total_steps-1, as float32 numpy.
+
+  A table indexed by the step is the schedule as a runtime value: one
+  compiled step serves trials whatever their rates, decays and warmups.
+  """
+  steps = jnp.arange(max(total_steps, 1), dtype=jnp.int32)
+  # A constant schedule returns one value whatever the step.
+  at_every_step = jax.jit(lambda s: jnp.broadcast_to(schedule(s), s.shape))
+  return np.asarray(at_every_step(steps), np.float32)
+
+
 def _scale_by_tree(multipliers) -> optax.GradientTransformation:
   return optax.stateless(
       lambda updates, params: jax.tree.map(lambda u, m: u * m, updates, multipliers))
@@ -82,7 +95,9 @@ def last_bias_lr_mult(optim: ml_collections.ConfigDict) -> float:
 
 def create_optimizer(optim: ml_collections.ConfigDict, roles,
                      schedule: optax.Schedule,
-                     bias_schedule: optax.Schedule | None = None
+                     bias_schedule: optax.Schedule | None = None, *,
+                     weight_decay: float | jax.Array | None = None,
+                     momentum: float | jax.Array | None = None
                      ) -> optax.GradientTransformation:
   """SGD with momentum, per-layer lr multipliers and L2 decay on weights only.
 
@@ -92,6 +107,8 @@ def create_optimizer(optim: ml_collections.ConfigDict, roles,
     schedule: step → base learning rate.
     bias_schedule: step → the biases' base rate, when it differs
       (`bias_learning_rate_schedule`); None: biases follow `schedule`.
+    weight_decay, momentum: in place of optim's, e.g. as runtime values (one
+      compiled step for trials of several values); the state is the same.
   """
   lr_mult = {
       WEIGHT: 1.0,
@@ -110,8 +127,10 @@ def create_optimizer(optim: ml_collections.ConfigDict, roles,
          'biases': optax.scale_by_learning_rate(bias_schedule)},
         jax.tree.map(lambda r: 'biases' if r in (BIAS, LAST_BIAS) else 'weights', roles))
   return optax.chain(
-      optax.add_decayed_weights(optim.weight_decay, mask=decay_mask),
+      optax.add_decayed_weights(
+          optim.weight_decay if weight_decay is None else weight_decay, mask=decay_mask),
       _scale_by_tree(multipliers),
       scale_by_rate,
-      optax.trace(decay=optim.momentum, nesterov=optim.nesterov),
+      optax.trace(decay=optim.momentum if momentum is None else momentum,
+                  nesterov=optim.nesterov),
   )
