@@ -11,9 +11,11 @@ A run resumed from a checkpoint at step k therefore continues exactly as if
 it had not stopped.
 
 One launch is a `TrainingRun`: `open` sets it up (data, state restored or new,
-outputs rewound to the start step), `train` runs the chunks of steps with
-`_after_chunk` handling each chunk's end (NaN check, log, eval, save, pause), and
-`finish` writes the final files.
+outputs rewound to the start step), `train` runs the chunks of steps
+(`next_chunk`, `run_chunk`) with `after_chunk` handling each chunk's end (NaN
+check, log, eval, save, pause), and `finish` writes the final files. A sweep's
+group of trials (nin_jax/research/trial_group.py) opens one TrainingRun per
+trial, sharing the first one's data and compiled steps, and steps them in turn.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import contextlib
 import json
 import os
 import signal
+import sys
 import time
 
 import jax
@@ -72,7 +75,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if storage.is_remote(workdir):  # Network, credentials, bucket, permissions: said now.
     bucket_access.check_every_process(str(workdir))
   created = not workdir.exists()
-  _check_workdir(workdir)
+  check_workdir(workdir)
   user_errors.quiet_library_noise()
   try:
     with workdir_lock.held(str(workdir)):
@@ -94,14 +97,23 @@ class TrainingRun:
   """One launch of a run, from its set-up to its final files."""
 
   @classmethod
-  def open(cls, config, workdir, profile_steps, allow_config_change: bool) -> TrainingRun:
-    """Data, the state (restored or new), outputs rewound to the start step, steps compiled."""
+  def open(cls, config, workdir, profile_steps, allow_config_change: bool, *,
+           shared_with: TrainingRun | None = None) -> TrainingRun:
+    """Data, the state (restored or new), outputs rewound to the start step, steps compiled.
+
+    shared_with: a run whose config differs only in train_step.RUNTIME_FIELDS;
+    this one reuses its data, device copy of the training split and compiled steps.
+    """
     run = cls()
     run.config, run.workdir, run.profile_steps = config, workdir, profile_steps
-    run._load_data()
+    if shared_with is None:
+      run._load_data()
+    else:
+      run.data_parallel, run.eval_batch = shared_with.data_parallel, shared_with.eval_batch
+      run.data, run.plan = shared_with.data, shared_with.plan
     config_changes = run._restore_state(allow_config_change)
     run._open_outputs(config_changes)
-    run._prepare_steps()
+    run._prepare_steps(shared_with)
     return run
 
   def _load_data(self) -> None:
@@ -175,19 +187,25 @@ class TrainingRun:
             f'{"resuming at" if self.start_step else "starting at"} step {self.start_step} of '
             f'{plan.end_step} ({plan.steps_per_epoch} per epoch{early}); workdir {self.workdir}')
 
-  def _prepare_steps(self) -> None:
+  def _prepare_steps(self, shared_with: TrainingRun | None) -> None:
     """Compiled calls, the training split's place, the batches and the chunk ends."""
     config, backend = self.config, jax.default_backend()
-    self.steps = CompiledSteps.create(self.statics, self.data_parallel)
+    self.steps = (CompiledSteps.create(self.statics, self.data_parallel) if shared_with is None
+                  else shared_with.steps)
+    self.hparams = self.data_parallel.replicate(self.statics.hyperparams)
     self.sums = self.steps.zero_sums()
     self.last_eval: dict[str, float] = {}
     self.progress = metrics.Progress(self.plan.end_step, self.plan.steps_per_epoch,
-                                     config.optim.batch_size, self.start_step)
+                                     config.optim.batch_size, self.start_step,
+                                     stream=sys.stdout)  # A group's trial: its prefixed stream.
     on_device = steps_per_call.data_on_device(config.dataset, self.data, backend)
     # Small datasets fit in device memory: the host then sends only indices.
-    self.device_data = self.data_parallel.replicate(
-        {'image': self.data.train_images, 'label': self.data.train_labels}
-    ) if on_device else None
+    if shared_with is not None:
+      self.device_data = shared_with.device_data
+    else:
+      self.device_data = self.data_parallel.replicate(
+          {'image': self.data.train_images, 'label': self.data.train_labels}
+      ) if on_device else None
     self.per_dispatch = steps_per_call.steps_per_dispatch(config.steps_per_dispatch, on_device,
                                                           backend)
     metrics.console(f'training split {"on device" if on_device else "streamed from the host"};'
@@ -206,36 +224,40 @@ class TrainingRun:
   def train(self, preemption: Preemption) -> None:
     """Trains to the plan's end step, or until a stop request is honoured."""
     while self.step < self.plan.end_step:
-      # Up to per_dispatch steps in one call, ending exactly at the next
-      # log/eval/checkpoint step.
-      plan = self.plan
-      n = steps_per_call.next_chunk(self.step, self.per_dispatch, plan.end_step,
-                                    (self.config.log_every_steps,
-                                     self.config.checkpoint_every_steps, plan.eval_every),
-                                    self.chunk_stops)
-      self._run_chunk(n)
+      n = self.next_chunk()
+      self.run_chunk(n)
       # A stop request is honoured at the chunk's end. Every step is reported:
       # JAX's multi-process sync point may fall on any of them.
       stop = any([preemption.should_stop(s) for s in range(self.step - n + 1, self.step + 1)])
-      self._after_chunk(stop)
+      self.after_chunk(stop)
       if stop:
         if preemption.signal != 'SIGINT':  # After a Ctrl-C the command line says it.
           logging.warning('preempted: checkpoint at step %d written; rerun to resume', self.step)
         return
 
-  def _run_chunk(self, n: int) -> None:
+  def next_chunk(self) -> int:
+    """Up to per_dispatch steps in one call, ending exactly at the next log/eval/checkpoint step."""
+    config, plan = self.config, self.plan
+    return steps_per_call.next_chunk(
+        self.step, self.per_dispatch, plan.end_step,
+        (config.log_every_steps, config.checkpoint_every_steps, plan.eval_every),
+        self.chunk_stops)
+
+  def next_batches(self, n: int):
+    """The host's batch (n = 1) or stack of n batches for the next chunk."""
+    return next(self.batches) if n == 1 else steps_per_call.stack_batches(self.batches, n)
+
+  def run_chunk(self, n: int) -> None:
+    """n steps, in one compiled call."""
     with self.profiler.step(self.step):
-      if n == 1:
-        batch = self.data_parallel.to_global(next(self.batches))
-        self.state, self.sums = self.steps.one(self.state, self.sums, batch, self.device_data)
-      else:
-        chunk = self.data_parallel.to_global(steps_per_call.stack_batches(self.batches, n),
-                                             stacked=True)
-        self.state, self.sums = self.steps.many(self.state, self.sums, chunk, self.device_data)
+      batches = self.data_parallel.to_global(self.next_batches(n), stacked=n > 1)
+      step = self.steps.one if n == 1 else self.steps.many
+      self.state, self.sums = step(self.state, self.sums, batches, self.device_data,
+                                   self.hparams)
       self.profiler.wait(self.sums)
     self.step += n
 
-  def _after_chunk(self, stop: bool) -> None:
+  def after_chunk(self, stop: bool) -> None:
     """The chunk's end: NaN check, log, eval, save and the tests' pause, as due."""
     config, step = self.config, self.step
     is_last = step == self.plan.end_step
@@ -288,8 +310,8 @@ class TrainingRun:
             f'images, {time.time() - t0:.1f}s)', flush=True)
 
   def evaluate(self) -> dict[str, float]:
-    return evaluation.evaluate(self.steps.eval, self.state, self.data, self.data_parallel,
-                               self.eval_batch)
+    return evaluation.evaluate(lambda state, batch: self.steps.eval(state, batch, self.hparams),
+                               self.state, self.data, self.data_parallel, self.eval_batch)
 
   def _pause(self, saved: bool) -> None:
     """Test-only (config.testing): an exact kill point for tests."""
@@ -325,7 +347,8 @@ class TrainingRun:
     predict.export(self.workdir, nnx.merge(self.statics.graphdef, params, rest))
 
 
-def _check_workdir(workdir) -> None:
+def check_workdir(workdir) -> None:
+  """Creates the workdir; a file there, or one that cannot be written, is a user error."""
   if workdir.exists() and not workdir.is_dir():
     raise ValueError(f'workdir {workdir} is a file, not a directory')
   try:
