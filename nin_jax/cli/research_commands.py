@@ -8,13 +8,14 @@ never holds two commands' flags.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import json
 import os
 import shlex
 import sys
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -24,6 +25,7 @@ from nin_jax.cli import errors
 from nin_jax.research import ablation as ablation_lib
 from nin_jax.research import sweep_report
 from nin_jax.research import sweeps
+from nin_jax.research import trial_group
 from nin_jax.research import trials
 
 FLAGS = flags.FLAGS
@@ -47,6 +49,13 @@ def default_trainer(config_path: str) -> str:
 def _trainer_flag() -> None:
   flags.DEFINE_string('trainer', '', 'Training script each run uses (default: '
                       'experiments/<config name>.py in a clone, else nin-train).')
+
+
+def _parallel_flag() -> None:
+  flags.DEFINE_integer('parallel', 1, 'Train up to this many trials that share a program '
+                       '(differing only in learning rate, schedule, weight decay, momentum, '
+                       'dropout rate, label smoothing, seed) side by side in one process '
+                       'from one compiled step; 1: one process per trial.', lower_bound=1)
 
 
 def sweep() -> None:
@@ -77,6 +86,7 @@ def sweep() -> None:
     flags.DEFINE_bool('dry_run', False, 'Print every trial command; run nothing.')
     flags.DEFINE_bool('report_only', False, 'Only (re)write the table and plot from workdir.')
     _trainer_flag()
+    _parallel_flag()
     flags.mark_flag_as_required('workdir')
 
   def run() -> int:
@@ -84,7 +94,7 @@ def sweep() -> None:
     return run_sweep(
         config=FLAGS.config, config_path=config_path, workdir=FLAGS.workdir,
         argv=sys.argv[1:], metric=FLAGS.metric, select_on_test=FLAGS.select_on_test,
-        dry_run=FLAGS.dry_run, report_only=FLAGS.report_only,
+        dry_run=FLAGS.dry_run, report_only=FLAGS.report_only, parallel=FLAGS.parallel,
         trainer=FLAGS.trainer or default_trainer(config_path or ''))
 
   sys.argv[1:] = configs.expand_names(sys.argv[1:])
@@ -93,7 +103,7 @@ def sweep() -> None:
 
 def run_sweep(*, config, config_path: str | None, workdir: str, argv: Sequence[str],
               trainer: str, metric: str, dry_run: bool, report_only: bool,
-              select_on_test: bool = False, stream=sys.stdout) -> int:
+              select_on_test: bool = False, parallel: int = 1, stream=sys.stdout) -> int:
   """Dry-runs, runs or reports a sweep; returns the number of trials not done."""
   sweep_report.check_ranking(metric, select_on_test)  # Before any trial runs.
   write_report = functools.partial(sweep_report.write_report, workdir, metric, select_on_test)
@@ -111,7 +121,7 @@ def run_sweep(*, config, config_path: str | None, workdir: str, argv: Sequence[s
       overrides, workdir,
       lambda wd, o: trials.trial_command(trainer, config_path, wd, base_args, o))
   return run_and_report(trial_list, write_report, base_args=base_args, dry_run=dry_run,
-                        stream=stream)
+                        stream=stream, parallel=_Parallel(parallel, config, config_path, trainer))
 
 
 def _hold_out_validation(config, overrides: Sequence[dict], *, dry_run: bool,
@@ -129,8 +139,19 @@ def _hold_out_validation(config, overrides: Sequence[dict], *, dry_run: bool,
   return [flag]
 
 
+@dataclasses.dataclass(frozen=True)
+class _Parallel:
+  """--parallel=K: up to K trials sharing a program train in one process
+  (nin_jax/research/trial_group.py); the config and trainer they share."""
+  k: int
+  config: Any
+  config_path: str
+  trainer: str
+
+
 def run_and_report(trial_list: Sequence[trials.Trial] | None, write_report: Callable[[], dict],
-                   *, base_args: Sequence[str] = (), dry_run: bool, stream) -> int:
+                   *, base_args: Sequence[str] = (), dry_run: bool, stream,
+                   parallel: _Parallel | None = None) -> int:
   """Prints the trials' commands (dry_run), or runs them (None: none) and prints the report.
 
   Returns how many trials did not finish.
@@ -141,7 +162,12 @@ def run_and_report(trial_list: Sequence[trials.Trial] | None, write_report: Call
     return 0
   statuses = {}
   if trial_list is not None:
-    statuses = trials.run_trials(trial_list, base_args=base_args, stream=stream)
+    if parallel is not None and parallel.k > 1:
+      statuses = trial_group.run_trials(
+          trial_list, config=parallel.config, parallel=parallel.k, trainer=parallel.trainer,
+          config_path=parallel.config_path, base_args=base_args, stream=stream)
+    else:
+      statuses = trials.run_trials(trial_list, base_args=base_args, stream=stream)
   paths = write_report()
   print(paths['md'].read_text(), file=stream)
   print('wrote ' + ', '.join(map(str, paths.values())), file=stream)
@@ -176,6 +202,7 @@ def ablation() -> None:
     flags.DEFINE_bool('dry_run', False, 'Print the three commands; run nothing.')
     flags.DEFINE_bool('report_only', False, 'Only (re)write the table and plot from workdir.')
     _trainer_flag()
+    _parallel_flag()
     flags.mark_flag_as_required('workdir')
 
   def run() -> int:
@@ -184,7 +211,7 @@ def ablation() -> None:
     return run_ablation(
         config=FLAGS.config, config_path=config_path, workdir=FLAGS.workdir,
         argv=sys.argv[1:], fc_dropout=FLAGS.fc_dropout, dry_run=FLAGS.dry_run,
-        report_only=FLAGS.report_only, seeds=seeds(),
+        report_only=FLAGS.report_only, seeds=seeds(), parallel=FLAGS.parallel,
         trainer=FLAGS.trainer or default_trainer(config_path))
 
   def seeds() -> list[int]:
@@ -200,7 +227,7 @@ def ablation() -> None:
 
 def run_ablation(*, config, config_path: str, workdir: str, argv: Sequence[str], trainer: str,
                  fc_dropout: float, dry_run: bool, report_only: bool,
-                 seeds: Sequence[int] = (), stream=sys.stdout) -> int:
+                 seeds: Sequence[int] = (), parallel: int = 1, stream=sys.stdout) -> int:
   """Dry-runs, runs or reports the head ablation; returns the number of trials not done.
 
   It chooses nothing: every variant trains on the training split and reports
@@ -213,7 +240,7 @@ def run_ablation(*, config, config_path: str, workdir: str, argv: Sequence[str],
   trial_list = ablation_lib.make_trials(config, config_path, workdir, trainer, base_args,
                                         fc_dropout, seeds)
   return run_and_report(trial_list, write_report, base_args=base_args, dry_run=dry_run,
-                        stream=stream)
+                        stream=stream, parallel=_Parallel(parallel, config, config_path, trainer))
 
 
 def _jax_on_cpu_only() -> None:

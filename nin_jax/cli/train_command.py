@@ -70,6 +70,10 @@ def _define_flags(default_config: str) -> None:
   flags.DEFINE_bool('allow_cpu', False,
                     'Train on the CPU even though TPU chips or NVIDIA GPUs are '
                     'present (by default that stops the run: jax lacks their backend).')
+  flags.DEFINE_multi_string('trial_workdir', [],
+                            'Sweep trial directories (each with its overrides.json) to train '
+                            'side by side in this process, in place of --workdir '
+                            '(nin-sweep --parallel passes them).')
   # `--help` lists the main module's key flags: make these the script's own.
   for name in ('config', 'print_config', 'workdir', 'profile_steps', 'allow_config_change',
                'coordinator_address', 'num_processes', 'process_id', 'compilation_cache_dir', 'heartbeat_timeout_s',
@@ -111,6 +115,8 @@ def _main(argv):
         FLAGS.heartbeat_timeout_s)
     if not FLAGS.allow_cpu:  # Before any data is loaded.
       accelerators.check_backend(root=config.testing.hardware_root)
+    if FLAGS.trial_workdir:
+      return _train_group(config)
     result = train.train_and_evaluate(
         config, workdir, profile_steps=profiling.parse_steps(FLAGS.profile_steps),
         allow_config_change=FLAGS.allow_config_change)
@@ -137,6 +143,27 @@ def _main(argv):
           f' workdir {storage.workdir_path(workdir)}')
     metrics.console(f'{run_history.wall_summary(workdir)} (python -m nin_jax.train.run_history '
                     f'{storage.workdir_path(workdir)} lists them)')
+
+
+def _train_group(config) -> None:
+  """--trial_workdir: the trials train side by side; exit 3 if any stopped on NaN/Inf."""
+  # Beside the loop's import in _main: TensorFlow starts after flag parsing.
+  from nin_jax.research import trial_group
+  results = trial_group.train_group(
+      trial_group.trial_configs(config, FLAGS.trial_workdir), FLAGS.trial_workdir,
+      allow_config_change=FLAGS.allow_config_change)
+  for r in results:
+    if r['failed']:
+      print(f'[{r["name"]}] failed at step {r["step"]}', flush=True)
+    elif r['preempted']:
+      print(f'[{r["name"]}] stopped at step {r["step"]}; rerun to resume', flush=True)
+    else:
+      print(f'[{r["name"]}] final test accuracy {r["test/accuracy"]:.4f} after '
+            f'{r["step"]} steps', flush=True)
+  if any(r['failed'] for r in results):
+    sys.exit(3)
+  if any(r['preempted'] and r['signal'] == 'SIGINT' for r in results):
+    sys.exit(130)
 
 
 def _loaded_config():

@@ -17,7 +17,6 @@ alone, for several steps per dispatch: what the loop's host work costs.
 from __future__ import annotations
 
 import copy
-import functools
 import os
 import statistics
 import tempfile
@@ -34,6 +33,7 @@ from nin_jax.model import architectures
 from nin_jax.runtime import profiling
 from nin_jax.runtime import sharding
 from nin_jax.train import train_step
+from nin_jax.train.compiled_steps import CompiledSteps
 
 
 def _input_shape_and_classes(config) -> tuple[tuple[int, int, int], int]:
@@ -58,11 +58,9 @@ def train_step_throughput(config: ml_collections.ConfigDict, *, steps: int = 10,
                                          steps_per_epoch=1000, total_steps=100_000)
   state = data_parallel.replicate(state)
   sums = data_parallel.replicate(train_step.zero_train_sums())
-  replicated, batch_sharding = data_parallel.replicated, data_parallel.batch
-  step_fn = jax.jit(functools.partial(train_step.train_step, statics),
-                    in_shardings=(replicated, replicated, batch_sharding),
-                    out_shardings=(replicated, replicated),
-                    donate_argnums=(0, 1))
+  # The loop's call: the run's Hyperparams as arguments (compiled_steps.py).
+  step_fn = CompiledSteps.create(statics, data_parallel).one
+  hparams = data_parallel.replicate(statics.hyperparams)
   rng = np.random.default_rng(0)
   local = batch // jax.process_count()
   host_batch = {'image': rng.standard_normal((local, *input_shape), np.float32),
@@ -70,7 +68,10 @@ def train_step_throughput(config: ml_collections.ConfigDict, *, steps: int = 10,
   device_batch = data_parallel.to_global(host_batch)
 
   t0 = time.perf_counter()
-  compiled = step_fn.lower(state, sums, device_batch).compile()
+  executable = step_fn.lower(state, sums, device_batch, None, hparams).compile()
+
+  def compiled(state, sums, batch):
+    return executable(state, sums, batch, None, hparams)
   compile_s = time.perf_counter() - t0
   profiler = profiling.StepProfiler(profile_dir, profile_steps)
   times = []
@@ -196,24 +197,20 @@ def compiled_step_time(config, k: int, *, calls: int) -> float:
   rng = np.random.default_rng(0)
   data = data_parallel.replicate({'image': rng.standard_normal((n, *input_shape), np.float32),
                        'label': rng.integers(0, num_classes, n).astype(np.int32)})
-  replicated = data_parallel.replicated
   index = rng.integers(0, n, (k, batch)).astype(np.int32)
+  steps = CompiledSteps.create(statics, data_parallel)  # The loop's calls.
   if k == 1:
-    fn, batches = train_step.train_step, data_parallel.to_global({'index': index[0]})
-    shard = data_parallel.batch
+    call, batches = steps.one, data_parallel.to_global({'index': index[0]})
   else:
-    fn, batches = train_step.train_steps, data_parallel.to_global({'index': index}, stacked=True)
-    shard = data_parallel.stacked_batch
-  call = jax.jit(functools.partial(fn, statics),
-                 in_shardings=(replicated, replicated, shard, replicated),
-                 out_shardings=(replicated, replicated), donate_argnums=(0, 1))
+    call, batches = steps.many, data_parallel.to_global({'index': index}, stacked=True)
+  hparams = data_parallel.replicate(statics.hyperparams)
   state = data_parallel.replicate(state)
   sums = data_parallel.replicate(train_step.zero_train_sums())
-  state, sums = call(state, sums, batches, data)  # compile and warm up
+  state, sums = call(state, sums, batches, data, hparams)  # compile and warm up
   jax.block_until_ready(state)
   t0 = time.perf_counter()
   for _ in range(calls):
-    state, sums = call(state, sums, batches, data)
+    state, sums = call(state, sums, batches, data, hparams)
   jax.block_until_ready(state)
   return (time.perf_counter() - t0) / (calls * k)
 

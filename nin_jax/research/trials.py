@@ -104,6 +104,16 @@ def trial_command(trainer: str, config_path: str, workdir: str, base_args: Seque
           [f'--config.{k}={format_flag_value(v)}' for k, v in overrides.items()])
 
 
+def group_command(trainer: str, config_path: str, workdirs: Sequence[str],
+                  base_args: Sequence[str], *, python: str = sys.executable) -> list[str]:
+  """The command line that trains several trials side by side (`--trial_workdir`s).
+
+  Each trial's overrides are read from its workdir's overrides.json.
+  """
+  return ([python, os.path.abspath(trainer), f'--config={os.path.abspath(config_path)}',
+           *base_args] + [f'--trial_workdir={storage.workdir_path(w)}' for w in workdirs])
+
+
 def make_trials(trials: Sequence[dict], sweep_dir: str, command: Callable[[str, dict], list[str]],
                 names: Sequence[str] | None = None) -> list[Trial]:
   all_keys = list(dict.fromkeys(k for t in trials for k in t))
@@ -151,8 +161,15 @@ def short_error(tail: str) -> str:
 
 
 def run_trials(trials: Sequence[Trial], *, base_args: Sequence[str] = (),
-               env: dict | None = None, stream=sys.stdout) -> dict[str, str]:
+               env: dict | None = None, stream=sys.stdout,
+               groups: Sequence[Sequence[int]] | None = None,
+               group_command: Callable[[list[str]], list[str]] | None = None
+               ) -> dict[str, str]:
   """Runs the trials one after another; returns {name: status}.
+
+  `groups` (indices into `trials`; nin_jax/research/trial_group.py plans them):
+  the trials of a group of several run together, in one process that
+  `group_command(their workdirs)` starts; a group of one runs as usual.
 
   Each trial is the experiment's command line in a fresh process, not a call of
   train.train_and_evaluate in this one: a trial that crashes hard (XLA abort,
@@ -176,10 +193,77 @@ def run_trials(trials: Sequence[Trial], *, base_args: Sequence[str] = (),
     records[trial.name] = record
   statuses = {}
   with _Signals() as signals:
-    for trial in trials:
-      statuses[trial.name] = _run_trial(trial, records[trial.name], len(trials), env,
-                                        signals, stream)
+    for group in groups or [[i] for i in range(len(trials))]:
+      members = [trials[i] for i in group]
+      if len(members) == 1:
+        statuses[members[0].name] = _run_trial(members[0], records[members[0].name],
+                                               len(trials), env, signals, stream)
+      else:
+        statuses.update(_run_group(members, records, len(trials), group_command, env,
+                                   signals, stream))
   return statuses
+
+
+def _run_group(members: Sequence[Trial], records: dict, count: int, group_command,
+               env: dict | None, signals: _Signals, stream) -> dict[str, str]:
+  """Runs the unfinished trials of a group in one process; records how each ended.
+
+  The group's output goes to each member's train.log; a member's own lines
+  there start with its name in brackets.
+  """
+  statuses, todo = {}, []
+  for trial in members:
+    workdir = epath.Path(trial.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_json(workdir / OVERRIDES_FILE, records[trial.name])
+    if is_done(trial.workdir):
+      print(f'[{trial.index + 1}/{count}] {trial.name}: finished before, skipped',
+            file=stream, flush=True)
+      statuses[trial.name] = DONE
+    else:
+      todo.append(trial)
+  if len(todo) == 1:
+    statuses[todo[0].name] = _run_trial(todo[0], records[todo[0].name], count, env,
+                                        signals, stream)
+  if len(todo) <= 1:
+    return statuses
+  signals.raise_if_stopping(f'{todo[0].name} and {len(todo) - 1} more did not start')
+  log = epath.Path(todo[0].workdir) / LOG_FILE
+  names = ', '.join(f'[{t.index + 1}/{count}] {t.name}' for t in todo)
+  print(f'{names}: running side by side (log: {log})', file=stream, flush=True)
+  t0 = time.time()
+  returncode = run_logged(group_command([t.workdir for t in todo]), log, env, signals)
+  wall = time.time() - t0
+  output = log.read_bytes()
+  for trial in todo[1:]:  # The same output in every member's log.
+    own = epath.Path(trial.workdir) / LOG_FILE
+    storage.write_atomic(own, (own.read_bytes() if own.exists() else b'') + output)
+  for trial in todo:
+    statuses[trial.name] = _record_group_member(trial, returncode, wall, signals, count, stream)
+  signals.raise_if_stopping(f'{names} stopped at their last checkpoints')
+  return statuses
+
+
+def _record_group_member(trial: Trial, returncode: int, wall: float, signals: _Signals,
+                         count: int, stream) -> str:
+  """A group member's status.json from its files and its lines of the group's log."""
+  mine = '\n'.join(line.split('] ', 1)[1] for line in error_tail(
+      epath.Path(trial.workdir) / LOG_FILE, lines=10**6).splitlines()
+      if line.startswith(f'[{trial.name}] '))
+  if is_done(trial.workdir):
+    status = {'status': DONE, 'returncode': 0, 'wall_s': wall}
+  elif 'error:' not in mine and (returncode == 0 or signals.received):
+    status = {'status': INCOMPLETE, 'returncode': returncode, 'wall_s': wall}
+  else:
+    tail = mine if 'error:' in mine else error_tail(epath.Path(trial.workdir) / LOG_FILE)
+    status = {'status': FAILED, 'returncode': returncode, 'wall_s': wall,
+              'error_tail': '\n'.join(tail.splitlines()[-20:])}
+  write_json(epath.Path(trial.workdir) / STATUS_FILE, status)
+  summary = f'[{trial.index + 1}/{count}] {trial.name}: {status["status"]} in {wall:.0f}s'
+  if status['status'] == FAILED:
+    summary += f' (exit {returncode}): {short_error(status["error_tail"])}'
+  print(summary, file=stream, flush=True)
+  return status['status']
 
 
 def _run_trial(trial: Trial, record: dict, count: int, env: dict | None,

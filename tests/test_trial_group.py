@@ -1,0 +1,100 @@
+"""--parallel: trials sharing a program train side by side, each as its own run would."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+
+from conftest import REPO, TINY, make_tiny_config
+from test_sweeps import FASHION_CONFIG, read_csv, sweep_in_process
+from nin_jax.research import trial_group
+from nin_jax.runtime import checkpoint
+from nin_jax.train import loop as train
+from nin_jax.train import predict
+
+# Dropout and augmentation on; 20 steps (512 images, batch 64: 8 per epoch).
+GROUP_BASE = {'augment.translate': 2, 'augment.flip': True, 'model.dropout_rate': 0.3,
+              'num_epochs': 2.5}
+# Four trials of one program: learning rate, weight decay and seed differ.
+TRIALS = [{'optim.learning_rate': lr, 'optim.weight_decay': wd, 'seed': seed}
+          for lr, wd, seed in ((0.05, 1e-4, 0), (0.02, 0.0, 1), (0.1, 5e-4, 2), (0.03, 1e-3, 3))]
+
+
+def max_relative_difference(workdir_a, workdir_b) -> float:
+  """max over parameter arrays of max|a - b| / max|b|, at the two runs' last checkpoints."""
+  a, b = checkpoint.load_for_inspection(workdir_a), checkpoint.load_for_inspection(workdir_b)
+  assert int(a['step']) == int(b['step'])
+  return max(float(np.max(np.abs(x - y)) / np.max(np.abs(y)))
+             for x, y in zip(jax.tree.leaves(a['params']), jax.tree.leaves(b['params'])))
+
+
+def group_against_sequential(root: str) -> list[float]:
+  """Trains TRIALS as one group and each alone; each trial's max relative difference."""
+  configs = [make_tiny_config(**GROUP_BASE, **t) for t in TRIALS]
+  results = trial_group.train_group(configs, [f'{root}/group/{i}' for i in range(len(configs))])
+  assert all(r['step'] == 20 and not r['failed'] for r in results)
+  for i, config in enumerate(configs):
+    train.train_and_evaluate(config, f'{root}/alone/{i}')
+  return [max_relative_difference(f'{root}/group/{i}', f'{root}/alone/{i}')
+          for i in range(len(configs))]
+
+
+def test_trials_differing_in_runtime_fields_share_a_group_and_others_do_not():
+  configs = [make_tiny_config(**t) for t in TRIALS] + [
+      make_tiny_config(**{'model.width_multiplier': 0.25}),
+      make_tiny_config(**{'model.dropout_rate': 0.3})]  # Dropout on: another program.
+  assert trial_group.plan_groups(configs, 4) == [[0, 1, 2, 3], [4], [5]]
+  assert trial_group.plan_groups(configs, 3) == [[0, 1, 2], [3], [4], [5]]
+
+
+def test_each_trial_of_a_group_of_four_is_its_own_run_on_one_device(tmp_path):
+  # On one CPU device each trial is a call of the very step its own run compiles
+  # (its Hyperparams are arguments in both), chunked as alone: bit-identical.
+  differences = group_against_sequential(str(tmp_path))
+  print('max relative parameter differences, 1 device:', differences)
+  assert differences == [0.0] * len(TRIALS)
+
+
+# Two trials of one program (the second turns NaN at step 2) and one of another.
+GROUP_SWEEP = f'''
+import importlib.util
+from nin_jax.research import sweeps
+
+_spec = importlib.util.spec_from_file_location('fashion_mnist', {FASHION_CONFIG!r})
+_base = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_base)
+get_config = _base.get_config
+
+def sweep():
+  return [{{'optim.learning_rate': 0.05}},
+          {{'optim.learning_rate': 0.1, 'testing.inject_nan_at_step': 2}},
+          {{'model.width_multiplier': 0.25}}]
+'''
+
+
+def test_parallel_sweep_runs_a_group_in_one_process_and_a_nan_trial_fails_alone(tmp_path):
+  config_path = tmp_path / 'group_sweep.py'
+  config_path.write_text(GROUP_SWEEP)
+  workdir = tmp_path / 'sweep'
+  not_done, out = sweep_in_process(config_path, workdir, parallel=2)
+  print(out)
+  assert not_done == 1
+  group = ['trial_000_lr=0.05', 'trial_001_lr=0.1_inject_nan_at_step=2']
+  alone = 'trial_002_width=0.25'
+  assert f'[1/3] {group[0]}, [2/3] {group[1]}: running side by side' in out
+  assert f'[3/3] {alone}: running (log:' in out
+  # A member writes an ordinary run's files: final metrics, checkpoints, a model
+  # predict.load reads, its config.
+  assert (workdir / group[0] / 'final_metrics.json').exists()
+  assert (workdir / group[0] / 'checkpoints').is_dir()
+  assert predict.load(workdir / group[0]).config.optim.learning_rate == 0.05
+  failed = json.loads((workdir / group[1] / 'status.json').read_text())
+  assert failed['status'] == 'failed'
+  assert 'loss or gradients became NaN/Inf at step 2' in failed['error_tail']
+  assert not (workdir / group[1] / 'final_metrics.json').exists()
+  assert json.loads((workdir / alone / 'status.json').read_text())['status'] == 'done'
+  rows = {r['trial']: r for r in read_csv(workdir / 'results.csv')}
+  assert [rows[n]['status'] for n in (*group, alone)] == ['done', 'failed', 'done']
