@@ -52,9 +52,10 @@ def comparable_records(workdir):
 class Run:
   """The CLI in a subprocess whose stdout is read line by line as it runs."""
 
-  def __init__(self, workdir, overrides, timeout=300, logdir=None):
+  def __init__(self, workdir, overrides, timeout=300, logdir=None, extra_args=()):
     args = [sys.executable, os.path.join(REPO, 'experiments', 'fashion_mnist.py'),
             f'--workdir={workdir}'] + [f'--config.{k}={v}' for k, v in overrides.items()]
+    args += list(extra_args)
     env = {**os.environ, 'PYTHONPATH': REPO, 'JAX_PLATFORMS': 'cpu',
            'XLA_FLAGS': '--xla_force_host_platform_device_count=1'}
     self.stderr_path = os.path.join(logdir or os.path.dirname(str(workdir)),
@@ -71,7 +72,8 @@ class Run:
     stopped itself; returns the step (None if it exited instead)."""
     for line in self.proc.stdout:
       self.stdout.append(line)
-      if line.startswith('TESTING: paused after step '):
+      # A group's trial prefixes its lines with its name: '[name] TESTING: ...'.
+      if line.split('] ', 1)[-1].startswith('TESTING: paused after step '):
         # The marker is printed just before SIGSTOP: a SIGCONT sent in between
         # would be lost, so wait for the stop itself.
         deadline = time.time() + 60

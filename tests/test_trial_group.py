@@ -2,13 +2,16 @@
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 
 import jax
 import numpy as np
 
-from conftest import REPO, TINY, make_tiny_config
+from conftest import REPO, TINY, make_tiny_config, run_cli
+from test_reliability import Run, comparable_records
 from test_sweeps import FASHION_CONFIG, read_csv, sweep_in_process
 from nin_jax.research import trial_group
 from nin_jax.runtime import checkpoint
@@ -98,3 +101,56 @@ def test_parallel_sweep_runs_a_group_in_one_process_and_a_nan_trial_fails_alone(
   assert json.loads((workdir / alone / 'status.json').read_text())['status'] == 'done'
   rows = {r['trial']: r for r in read_csv(workdir / 'results.csv')}
   assert [rows[n]['status'] for n in (*group, alone)] == ['done', 'failed', 'done']
+
+
+def trial_dirs(root, trials) -> list[str]:
+  """Trial directories as nin-sweep leaves them for a group: each with its overrides.json."""
+  workdirs = []
+  for i, overrides in enumerate(trials):
+    workdir = root / f'trial_{i}'
+    workdir.mkdir(parents=True)
+    (workdir / 'overrides.json').write_text(json.dumps(
+        {'index': i, 'overrides': overrides, 'base_overrides': []}))
+    workdirs.append(str(workdir))
+  return workdirs
+
+
+def test_sigkill_during_a_group_then_resume_is_bit_identical(tmp_path):
+  # Two trials of GROUP_BASE (20 steps, checkpoints every 4) as `--trial_workdir`s.
+  # Each trial pauses after steps 6 and 10 (test-only): killed at trial_0's
+  # first pause, then at trial_1's second; every relaunch is the same command.
+  flags = {**TINY, **GROUP_BASE}
+  reference = trial_dirs(tmp_path / 'reference', TRIALS[:2])
+  proc = run_cli('fashion_mnist.py', None, flags,
+                 extra_args=[f'--trial_workdir={w}' for w in reference])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  workdirs = trial_dirs(tmp_path / 'killed', TRIALS[:2])
+  kill_at, launches = [('trial_0', 6), ('trial_1', 10)], []
+  while True:
+    run = Run(tmp_path / 'killed', {**flags, 'testing.pause_at_steps': '(6, 10)'},
+              extra_args=[f'--trial_workdir={w}' for w in workdirs])
+    while (step := run.wait_for_pause()) is not None:
+      paused = (run.stdout[-1][1:].split(']')[0], step)
+      if paused in kill_at:
+        break
+      run.resume()  # Killed here in an earlier launch: go on.
+    launches.append([int(m.group(1)) for m in re.finditer(
+        r'(?:starting|resuming) at step (\d+) of 20', run.text)])
+    if step is None:
+      assert run.finish() == 0, run.stderr[-3000:]
+      break
+    kill_at.remove(paused)
+    assert run.kill() == -signal.SIGKILL
+  print('each launch started the trials at', launches)
+  assert kill_at == []
+  # trial_0 resumes from its step-4 checkpoint; trial_1's may still have been in
+  # flight at the first kill (then it restarts from 0 and trial_0 runs ahead of it,
+  # each trial resuming from its own checkpoint). trial_1 waited for its step-8 one.
+  assert launches[0] == [0, 0] and launches[1][0] == 4 and launches[1][1] in (0, 4)
+  assert launches[2][0] in (8, 12) and launches[2][1] == 8
+  for done, ref in zip(workdirs, reference):
+    assert max_relative_difference(done, ref) == 0.0
+    with open(os.path.join(ref, 'final_metrics.json')) as a, \
+         open(os.path.join(done, 'final_metrics.json')) as b:
+      assert json.load(a) == json.load(b)
+    assert comparable_records(done) == comparable_records(ref)
