@@ -61,6 +61,54 @@ def test_each_trial_of_a_group_of_four_is_its_own_run_on_one_device(tmp_path):
   assert differences == [0.0] * len(TRIALS)
 
 
+# Runs in a process of 8 simulated CPU devices: TRIALS as a group and each alone,
+# for 1 and for 20 steps; prints each trial's max relative parameter difference.
+EIGHT_DEVICES = f'''
+import json, sys
+sys.path.insert(0, {os.path.dirname(__file__)!r})
+from conftest import make_tiny_config
+from test_trial_group import GROUP_BASE, TRIALS, max_relative_difference
+from nin_jax.research import trial_group
+from nin_jax.train import loop
+out = {{}}
+for steps in (1, 20):
+  configs = [make_tiny_config(**GROUP_BASE, **t, max_steps=steps) for t in TRIALS]
+  group = [f'{{sys.argv[1]}}/{{steps}}/group/{{i}}' for i in range(len(configs))]
+  alone = [f'{{sys.argv[1]}}/{{steps}}/alone/{{i}}' for i in range(len(configs))]
+  trial_group.train_group(configs, group)
+  for config, workdir in zip(configs, alone):
+    loop.train_and_evaluate(config, workdir)
+  out[steps] = [max_relative_difference(g, a) for g, a in zip(group, alone)]
+print('DIFFERENCES', json.dumps(out))
+'''
+
+
+def test_on_eight_devices_a_trial_matches_its_run_for_a_step_then_drifts_as_any_run(tmp_path):
+  """On a ('trial', 'data') mesh a trial is not bit-identical to its own run.
+
+  Its batch is split over its slice's 2 devices (its own run's over all 8)
+  and its convolutions are vmap-ed over the trials, so float32 sums round in
+  another order. After one step each trial is within 1e-5 of its own run
+  (measured 2e-6..8e-6): right data, masks and hyperparameters. Over 20 steps
+  this tiny batch-norm net (ReLU, max-pool decisions) amplifies the rounding
+  to 1e-3..4e-2, the same as a run's own 1- against 8-device difference
+  (4e-3..4e-2 for these trials; cf. test_train.test_eight_devices_match_one_device).
+  The issue's 1e-5 after 20 steps therefore holds on one device (bit-identical,
+  above), not on 8; a smaller learning rate (0.1×) did not keep it either.
+  A trial given another's data or hyperparameters is off by far more.
+  """
+  env = {**os.environ, 'PYTHONPATH': REPO, 'JAX_PLATFORMS': 'cpu',
+         'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}
+  proc = subprocess.run([sys.executable, '-c', EIGHT_DEVICES, str(tmp_path)], env=env,
+                        capture_output=True, text=True, timeout=900, cwd=REPO)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert '4 trials on a mesh of 4 trial × 2 data device(s)' in proc.stdout
+  differences = json.loads(proc.stdout.split('DIFFERENCES ')[1])
+  print('max relative parameter differences, 8 devices:', differences)
+  assert max(differences['1']) <= 1e-5
+  assert max(differences['20']) <= 5e-2
+
+
 # Two trials of one program (the second turns NaN at step 2) and one of another.
 GROUP_SWEEP = f'''
 import importlib.util
