@@ -72,7 +72,9 @@ def sweep() -> None:
   test metric beside. Ranking on test takes --metric=test/accuracy --select_on_test. Trials live in <workdir>/trial_<i>_<key=value...>/;
   rerunning skips finished trials and resumes an interrupted one. Ctrl-C: the
   running trial saves a checkpoint and the sweep stops (exit status 130); a
-  second Ctrl-C stops at once.
+  second Ctrl-C stops at once. --parallel=K: up to K trials that differ only in
+  runtime hyperparameters (learning rate, schedule, weight decay, momentum,
+  dropout rate, label smoothing, seed) train side by side in one process.
   """
   def define_flags():
     config_flags.DEFINE_config_file('config', None, 'Config file with get_config() and sweep().',
