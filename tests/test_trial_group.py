@@ -9,6 +9,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from conftest import REPO, TINY, make_tiny_config, run_cli
 from test_reliability import Run, comparable_records
@@ -51,6 +52,17 @@ def test_trials_differing_in_runtime_fields_share_a_group_and_others_do_not():
       make_tiny_config(**{'model.dropout_rate': 0.3})]  # Dropout on: another program.
   assert trial_group.plan_groups(configs, 4) == [[0, 1, 2, 3], [4], [5]]
   assert trial_group.plan_groups(configs, 3) == [[0, 1, 2], [3], [4], [5]]
+
+
+def test_one_cpu_device_calls_the_step_per_trial_unless_told_to_vmap():
+  """The placement a group takes: per-trial calls on one CPU device, a mesh elsewhere."""
+  cpu = jax.devices('cpu')[:1]
+  assert trial_group.placement(4, 128, 'cpu', cpu).mesh is None
+  forced = trial_group.placement(4, 128, 'cpu', cpu, stepping='vmap')
+  assert dict(forced.mesh.shape) == {'trial': 1, 'data': 1} and forced.num_lanes == 4
+  assert dict(trial_group.placement(4, 128, 'gpu', cpu).mesh.shape) == {'trial': 1, 'data': 1}
+  with pytest.raises(ValueError, match="stepping='sideways'"):
+    trial_group.placement(4, 128, 'cpu', cpu, stepping='sideways')
 
 
 def test_each_trial_of_a_group_of_four_is_its_own_run_on_one_device(tmp_path):
