@@ -21,9 +21,9 @@ from nin_jax.research import trials
 
 FASHION_CONFIG = os.path.join(REPO, 'nin_jax', 'configs', 'fashion_mnist.py')
 
-# The quickstart config with a 4-trial sweep; the last trial's dropout rate is
-# out of range, so its run fails as it starts (the sweep runner does not judge values).
-SWEEP_CONFIG = f'''
+def quickstart_sweep_config(sweep_returns: str) -> str:
+  """A config file: the quickstart config, with `sweep()` returning `sweep_returns`."""
+  return f'''
 import importlib.util
 from nin_jax.research import sweeps
 
@@ -33,9 +33,15 @@ _spec.loader.exec_module(_base)
 get_config = _base.get_config
 
 def sweep():
-  return (sweeps.grid(**{{'optim.learning_rate': (0.02, 0.05, 0.1)}})
-          + [{{'model.dropout_rate': 1.5}}])
+  return {sweep_returns}
 '''
+
+
+# The quickstart config with a 4-trial sweep; the last trial's dropout rate is
+# out of range, so its run fails as it starts (the sweep runner does not judge values).
+SWEEP_CONFIG = quickstart_sweep_config(
+    "(sweeps.grid(**{'optim.learning_rate': (0.02, 0.05, 0.1)})\n"
+    "          + [{'model.dropout_rate': 1.5}])")
 
 BASE = {**TINY, 'max_steps': 2}
 

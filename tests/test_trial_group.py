@@ -13,7 +13,7 @@ import pytest
 
 from conftest import REPO, TINY, make_tiny_config, run_cli
 from test_reliability import Run, comparable_records
-from test_sweeps import FASHION_CONFIG, read_csv, sweep_in_process
+from test_sweeps import quickstart_sweep_config, read_csv, sweep_in_process
 from nin_jax.research import trial_group
 from nin_jax.runtime import checkpoint
 from nin_jax.train import loop as train
@@ -122,20 +122,10 @@ def test_on_eight_devices_a_trial_matches_its_run_for_a_step_then_drifts_as_any_
 
 
 # Two trials of one program (the second turns NaN at step 2) and one of another.
-GROUP_SWEEP = f'''
-import importlib.util
-from nin_jax.research import sweeps
-
-_spec = importlib.util.spec_from_file_location('fashion_mnist', {FASHION_CONFIG!r})
-_base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_base)
-get_config = _base.get_config
-
-def sweep():
-  return [{{'optim.learning_rate': 0.05}},
-          {{'optim.learning_rate': 0.1, 'testing.inject_nan_at_step': 2}},
-          {{'model.width_multiplier': 0.25}}]
-'''
+GROUP_SWEEP = quickstart_sweep_config(
+    "[{'optim.learning_rate': 0.05},\n"
+    "          {'optim.learning_rate': 0.1, 'testing.inject_nan_at_step': 2},\n"
+    "          {'model.width_multiplier': 0.25}]")
 
 
 def test_parallel_sweep_runs_a_group_in_one_process_and_a_nan_trial_fails_alone(tmp_path):
