@@ -8,9 +8,12 @@ pre-resized cache (nin_jax/data/imagenet_resized.py), then times the training
 stream of each pipeline (decode, warp to 256², random 224 crop, mirror, mean):
 
 - this pipeline (Grain workers over the TFDS records) at 1 and 2 workers:
-  uint8 crops from the workers, the mean subtracted in the training process;
-- the same with float32 batches made in the workers (as before: 4× the bytes
-  through shared memory), at 1 worker;
+  uint8 crops from the workers, handed to the train step as they are (the
+  step subtracts the mean on the device: nin_jax/data/mean_subtraction.py);
+- the same with the mean subtracted in the training process (the pipeline
+  before that move), at 1 and 2 workers;
+- the same with float32 batches made in the workers (4× the bytes through
+  shared memory), at 1 worker;
 - the same over the pre-resized cache, at 1 and 2 workers;
 - today's pipeline before Grain (tf.data over a tf.numpy_function read);
 - a plain tf.data reference: JPEGs already in memory, parallel decode_jpeg,
@@ -30,6 +33,7 @@ the machine disturbs less. Not a test: numbers depend on the machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -83,11 +87,37 @@ def grain_pipeline(data_dir, resized_dir, workers, batch):
   return data.train_batches(batch, seed=0)
 
 
+class HostMeanSubtraction:
+  """The mean subtracted on the host, numpy (the device does it in the step now)."""
+
+  def __init__(self, mean):
+    mean = np.asarray(mean, np.float32)
+    self.mean = np.ascontiguousarray(np.broadcast_to(mean, (256, 256, 3)))
+    self.mirrored = np.ascontiguousarray(self.mean[:, ::-1])
+
+  def __call__(self, crops: np.ndarray, where: np.ndarray) -> np.ndarray:
+    crop = crops.shape[1]
+    images = np.empty(crops.shape, np.float32)
+    for row, (top, left, flip) in enumerate(where):
+      mean, left = (self.mirrored, 256 - left - crop) if flip else (self.mean, left)
+      np.subtract(crops[row], mean[top:top + crop, left:left + crop], out=images[row],
+                  dtype=np.float32)
+    return images
+
+
+def grain_mean_on_host(data_dir, workers, batch):
+  """The pipeline before the move: this process turns each batch into float32."""
+  subtract = HostMeanSubtraction(imagenet_input.MEAN_RGB)
+  with contextlib.closing(grain_pipeline(data_dir, '', workers, batch)) as batches:
+    for raw in batches:  # Closing this generator closes the stream: the workers stop.
+      yield {'image': subtract(raw['image'], raw['where']), 'label': raw['label']}
+
+
 class FloatInWorker:
-  """A worker's batch as it was made before: float32, the mean subtracted in the worker."""
+  """A worker's batch as float32, the mean subtracted in the worker."""
 
   def __init__(self, make, mean):
-    self.make, self.subtract = make, imagenet_input.MeanSubtraction(mean)
+    self.make, self.subtract = make, HostMeanSubtraction(mean)
 
   def __call__(self, step):
     raw = self.make(step)
@@ -112,7 +142,7 @@ def stage_costs(data_dir, batch, images=64):
   warped = [imagenet_input.decode_warp(j) for j in jpegs]
   crops = np.zeros((batch, CROP, CROP, 3), np.uint8)
   where = np.tile(np.int32([[16, 16, 1]]), (batch, 1))
-  subtract = imagenet_input.MeanSubtraction(imagenet_input.MEAN_RGB)
+  subtract = HostMeanSubtraction(imagenet_input.MEAN_RGB)
 
   def through_shared_memory(array):
     shared = SharedMemoryArray(array.shape, array.dtype)
@@ -131,7 +161,7 @@ def stage_costs(data_dir, batch, images=64):
       ('float32 batch to shared memory', lambda i: through_shared_memory(
           np.zeros(crops.shape, np.float32)), 8, batch),
       ('uint8 batch to shared memory', lambda i: through_shared_memory(crops), 8, batch),
-      ('minus the mean → float32 (training process)', lambda i: subtract(crops, where), 8,
+      ('minus the mean → float32 (host, before)', lambda i: subtract(crops, where), 8,
        batch),
   ]
   print('stage of one image                              ms/img')
@@ -211,7 +241,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--num_images', type=int, default=1024, help='mock training images')
   parser.add_argument('--batch', type=int, default=32, help='images per batch')
-  parser.add_argument('--batches', type=int, default=24, help='timed batches per row')
+  parser.add_argument('--batches', type=int, default=64, help='timed batches per row')
   parser.add_argument('--dir', default='', help='keep the mock data here (default: a temp dir)')
   args = parser.parse_args()
   from absl import flags
@@ -231,6 +261,8 @@ def main():
   rows = [
       ('grain, 1 worker', 1, lambda: grain_pipeline(data_dir, '', 1, args.batch)),
       ('grain, 2 workers', 2, lambda: grain_pipeline(data_dir, '', 2, args.batch)),
+      ('grain, mean on the host, 1 worker', 1, lambda: grain_mean_on_host(data_dir, 1, args.batch)),
+      ('grain, mean on the host, 2 workers', 2, lambda: grain_mean_on_host(data_dir, 2, args.batch)),
       ('grain, float32 from workers, 1 worker', 1,
        lambda: grain_float_in_workers(data_dir, 1, args.batch)),
       ('grain + resized cache, 1 worker', 1, lambda: grain_pipeline(data_dir, resized, 1, args.batch)),
@@ -248,6 +280,8 @@ def main():
           f'{images / cpu if cpu else float("nan"):9.0f}', flush=True)  # cpu: 0 at toy sizes
   scale = lambda a, b: results[b] / results[a]  # noqa: E731
   print(f'1→2 workers: grain {scale("grain, 1 worker", "grain, 2 workers"):.2f}×, '
+        f'grain, mean on the host '
+        f'{scale("grain, mean on the host, 1 worker", "grain, mean on the host, 2 workers"):.2f}×, '
         f'grain + cache {scale("grain + resized cache, 1 worker", "grain + resized cache, 2 workers"):.2f}×, '
         f'tf.data reference 1→2 threads '
         f'{scale("tf.data reference, 1 thread", "tf.data reference, 2 threads"):.2f}×; '

@@ -142,11 +142,11 @@ def test_converted_imagenet_model_evaluates_on_the_validation_split(tmp_path):
   with tfds.testing.mock_data(num_examples=6):
     data = imagenet_input.ImageNetData(None, crop=224)
     result = predict.evaluate(converted, data, batch_size=4)
-    batch = next(data.eval_batches(4))
+    images = data.device_input(next(data.eval_batches(4)))
   assert result['images'] == 6 and 0 <= result['top1'] <= result['top5'] <= 1
   # Scored by the converted model: the same top-1 as the original on these inputs.
-  assert (np.argmax(np.asarray(converted(batch['image'])), -1)
-          == np.argmax(np.asarray(model(batch['image'])), -1)).all()
+  assert (np.argmax(np.asarray(converted(images)), -1)
+          == np.argmax(np.asarray(model(images)), -1)).all()
 
 
 # Which length-delimited fields hold a message, by the message they are in.

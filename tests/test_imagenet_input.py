@@ -22,6 +22,7 @@ from nin_jax.data import imagenet_input
 from nin_jax.data import imagenet_mock
 from nin_jax.data import imagenet_resized
 from nin_jax.data import mean_image
+from nin_jax.data import mean_subtraction
 
 PROBE = os.path.join(REPO, 'tests', 'imagenet_probe.py')
 NUM_TRAIN, NUM_VAL = 16, 5
@@ -78,8 +79,8 @@ def test_images_are_warped_to_256_cropped_mirrored_and_the_mean_subtracted(data_
   assert warped.shape == (256, 256, 3) and warped.dtype == np.uint8
   # Caffe's warp: OpenCV's bilinear resize, rounded to uint8 as its LMDB held it.
   assert np.abs(warped - bilinear_warp(decoded)).max() <= 1.0
-  # Workers cut uint8 crops; the training process subtracts the mean: the
-  # float32 numbers of Caffe's order (mean at the crop's pixels, then mirror), bit for bit.
+  # Workers cut uint8 crops; the compiled step subtracts the mean on the device:
+  # the float32 numbers of Caffe's order (mean at the crop's pixels, then mirror), bit for bit.
   rng = np.random.default_rng(0)
   for mean in (rng.uniform(0, 255, (256, 256, 3)).astype(np.float32),
                np.asarray(imagenet_input.MEAN_RGB, np.float32)):
@@ -87,34 +88,43 @@ def test_images_are_warped_to_256_cropped_mirrored_and_the_mean_subtracted(data_
     crops = np.empty((len(where), 224, 224, 3), np.uint8)
     for row, (top, left, flip) in enumerate(where):
       imagenet_input.crop_into(warped, top, left, 224, flip, out=crops[row])
-    got = imagenet_input.MeanSubtraction(mean)(crops, where)
+    got = np.asarray(jax.jit(mean_subtraction.MeanSubtraction(mean))(
+        {'image': crops, 'where': where}))
     assert got.dtype == np.float32
     for row, (top, left, flip) in enumerate(where):
       np.testing.assert_array_equal(got[row], caffe_crop(warped, mean, top, left, 224, flip))
 
 
 def test_batches_are_caffes_float_crops_of_the_records_in_the_seeded_order(data_dir):
-  """End to end, with 2 workers: every row is exactly what the float path made
-  (decode, warp, crop minus the mean image there, mirror) from the record the
-  seeded order names, at the crop the (seed, position) key draws."""
+  """End to end, with 2 workers: uint8 crops cross to the device, and what the
+  step makes of every row (data.device_input, on the mesh's sharded batch) is
+  exactly what Caffe's float path made (decode, warp, crop minus the mean image
+  there, mirror) from the record the seeded order names, at the crop the
+  (seed, position) key draws."""
   from nin_jax.data import data_order
+  from nin_jax.runtime import sharding
   mean = np.random.default_rng(1).uniform(0, 255, (256, 256, 3)).astype(np.float32)
   data = imagenet_input.ImageNetData(data_dir, crop=32, mean=mean, workers=2)
+  model_input = jax.jit(data.device_input)
+  on_mesh = sharding.DataParallel.create().to_global
   images = data.train_images
   for step, batch in enumerate(take(data.train_batches(4, seed=3, start_step=2), 3), 2):
-    assert sorted(batch) == ['image', 'label'] and batch['image'].dtype == np.float32
+    assert sorted(batch) == ['image', 'label', 'where'] and batch['image'].dtype == np.uint8
+    inputs = np.asarray(model_input(on_mesh(batch)))
+    assert inputs.dtype == np.float32
     records = data_order.train_indices(NUM_TRAIN, 4, 3, step)
     for row, record in enumerate(records):
       jpeg, label = images[record]
       place = imagenet_input.train_crop(3, step * 4 + row, 32)
+      assert tuple(batch['where'][row]) == place
       np.testing.assert_array_equal(
-          batch['image'][row], caffe_crop(imagenet_input.decode_warp(jpeg), mean, *place[:2],
-                                          32, place[2]))
+          inputs[row], caffe_crop(imagenet_input.decode_warp(jpeg), mean, *place[:2],
+                                  32, place[2]))
       assert batch['label'][row] == label
   last = list(data.eval_batches(4))[-1]  # 5 images: 1 real, 3 padded rows.
   centre = caffe_crop(imagenet_input.decode_warp(data.test_images[4][0]), mean, 112, 112,
                       32, False)
-  np.testing.assert_array_equal(last['image'][0], centre)
+  np.testing.assert_array_equal(np.asarray(model_input(on_mesh(last)))[0], centre)
   assert not last['image'][1:].any() and last['mask'].tolist() == [1, 0, 0, 0]
 
 

@@ -155,11 +155,14 @@ def test_imagenet_pipeline_crops_mirrors_and_subtracts_the_mean():
     again = next(data.train_batches(4, seed=0))
     later = next(data.train_batches(4, seed=0, start_step=1))
     eval_batches = list(data.eval_batches(4))
-  assert batch['image'].shape == (4, 227, 227, 3) and batch['image'].dtype == np.float32
+  # uint8 crops and where each was cut; the step subtracts the mean on device.
+  assert batch['image'].shape == (4, 227, 227, 3) and batch['image'].dtype == np.uint8
   np.testing.assert_array_equal(batch['image'], again['image'])  # seeded
   assert not np.array_equal(batch['label'], later['label']) or not np.array_equal(
       batch['image'], later['image'])
-  assert batch['image'].min() >= -124 and batch['image'].max() <= 255 - 104
+  images = np.asarray(data.device_input(batch))
+  assert images.dtype == np.float32 and images.shape == batch['image'].shape
+  assert images.min() >= -123 and images.max() <= 255 - 104
   # 10 validation images in batches of 4: 4 + 4 + 2 (padded, masked).
   assert [int(b['mask'].sum()) for b in eval_batches] == [4, 4, 2]
 

@@ -18,9 +18,11 @@ the split (a fresh one each epoch, data_order.epoch_order, as the in-memory
 datasets), crops and flips keyed by (seed, position in the global stream).
 Grain worker processes (config.dataset.workers, one per core by default) each
 make whole batches of uint8 crops (nin_jax/data/grain_stream.py), outside this
-process's GIL, and Grain hands them back in order; this process subtracts the
-mean into float32 (MeanSubtraction: a quarter of the bytes cross shared
-memory, the numbers are the float path's, bit for bit). So the batches depend
+process's GIL, and Grain hands them back in order with where each crop was
+cut. The mean is subtracted on the device, in the compiled step
+(`ImageNetData.device_input`, nin_jax/data/mean_subtraction.py): this process
+does no per-image work, and a quarter of float32's bytes cross shared memory
+and the link to the device; the numbers are Caffe's, bit for bit. So the batches depend
 on neither the number of workers nor the number of hosts, and the stream's
 state is the train step the checkpoint already holds: a run resumed at step
 k makes element k first, in O(1), and reads no record consumed before k.
@@ -84,33 +86,6 @@ def crop_into(warped: np.ndarray, top: int, left: int, crop: int, flip: bool,
     cv2.flip(window, 1, dst=out)  # Mirrors in place of a slow negative-stride copy.
   else:
     np.copyto(out, window)
-
-
-class MeanSubtraction:
-  """uint8 crops → the model's float32 input: pixels minus the mean at each crop's pixels.
-
-  `mean` is a pixel (3,) or an image (256, 256, 3). Caffe's data transformer
-  subtracts a mean image at the crop's own pixels, then mirrors; the crops
-  arrive mirrored, so a mirrored crop takes the mirrored mean at the mirrored
-  place: the same pairs of numbers, the same float32 subtraction, bit for bit.
-  Runs on whole batches in the training process, so the workers hand over
-  uint8 (a quarter of float32's bytes through shared memory).
-  """
-
-  def __init__(self, mean):
-    mean = np.asarray(mean, np.float32)
-    self.mean = np.ascontiguousarray(np.broadcast_to(mean, (RESIZE, RESIZE, 3)))
-    self.mirrored = np.ascontiguousarray(self.mean[:, ::-1])
-
-  def __call__(self, crops: np.ndarray, where: np.ndarray) -> np.ndarray:
-    """`crops` (N, c, c, 3) uint8, `where` (N, 3) int32 rows of (top, left, flip)."""
-    crop = crops.shape[1]
-    images = np.empty(crops.shape, np.float32)
-    for row, (top, left, flip) in enumerate(where):
-      mean, left = (self.mirrored, RESIZE - left - crop) if flip else (self.mean, left)
-      np.subtract(crops[row], mean[top:top + crop, left:left + crop], out=images[row],
-                  dtype=np.float32)
-    return images
 
 
 def train_crop(seed: int, position: int, crop: int) -> tuple[int, int, bool]:
@@ -206,7 +181,7 @@ class TrainBatch:
   """Step k → this process's rows of global batch k, decoded, cropped and mirrored.
 
   What a Grain worker runs; a pure function of (seed, k). uint8 crops and
-  where each was cut (MeanSubtraction makes them the model's input).
+  where each was cut (`ImageNetData.device_input` makes them the model's input).
   """
 
   def __init__(self, images, global_batch_size: int, rows: slice, seed: int, crop: int):
@@ -259,18 +234,13 @@ def _empty_batch(rows: int, crop: int) -> dict[str, np.ndarray]:
           'where': np.empty((rows, 3), np.int32)}  # (top, left, flip) of each crop.
 
 
-def model_inputs(raw_batches, subtract: MeanSubtraction):
-  """Worker batches → the model's: float32 images minus the mean; padding stays 0."""
+def plain_batches(raw_batches):
+  """Worker batches as plain numpy arrays, which the step's mean subtraction takes."""
   with contextlib.closing(raw_batches):  # Closing this stops the workers.
     for raw in raw_batches:
-      # Plain views of Grain's shared-memory arrays: a row of its subclass costs
-      # more to slice than the subtraction (numpy's __array_finalize__).
-      raw = {key: np.asarray(value) for key, value in raw.items()}
-      batch = {key: value for key, value in raw.items() if key != 'where'}
-      batch['image'] = subtract(raw['image'], raw['where'])
-      if 'mask' in raw:
-        batch['image'][raw['mask'] == 0] = 0
-      yield batch
+      # Plain views of Grain's shared-memory arrays: its subclass costs more to
+      # slice and copy than the arrays themselves (numpy's __array_finalize__).
+      yield {key: np.asarray(value) for key, value in raw.items()}
 
 
 @dataclasses.dataclass
@@ -294,6 +264,13 @@ class ImageNetData:
     return (self.crop, self.crop, 3)
 
   @property
+  def device_input(self):
+    """What the compiled step makes of a batch: uint8 crops minus the mean, float32."""
+    # Imported here: the decode workers import this module and must not load jax.
+    from nin_jax.data import mean_subtraction
+    return mean_subtraction.MeanSubtraction(self.mean)
+
+  @property
   def preprocessing(self) -> dict[str, np.ndarray]:
     """The statistics `normalize` needs (input_pipeline.fit_preprocessing's counterpart).
 
@@ -314,9 +291,8 @@ class ImageNetData:
     """
     make = TrainBatch(self.train_images, global_batch_size,
                       data_order.process_rows(global_batch_size), seed, self.crop)
-    return model_inputs(
-        grain_stream.stream(make, start_step, grain_stream.FOREVER, self.workers),
-        MeanSubtraction(self.mean))
+    return plain_batches(
+        grain_stream.stream(make, start_step, grain_stream.FOREVER, self.workers))
 
   def eval_batches(self, global_batch_size: int) -> Iterator[dict[str, np.ndarray]]:
     """The whole validation split once across processes, padded and masked.
@@ -327,5 +303,4 @@ class ImageNetData:
     make = EvalBatch(self.test_images, global_batch_size,
                      data_order.process_rows(global_batch_size), self.crop)
     count = data_order.num_eval_batches(self.num_test, global_batch_size)
-    return model_inputs(grain_stream.stream(make, 0, count, min(self.workers, count)),
-                        MeanSubtraction(self.mean))
+    return plain_batches(grain_stream.stream(make, 0, count, min(self.workers, count)))

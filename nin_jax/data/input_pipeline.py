@@ -54,6 +54,11 @@ class InMemoryData:
     return tuple(self.train_images.shape[1:])
 
   @property
+  def device_input(self):
+    """None: the batches' images are the model's input already (cf. ImageNetData's)."""
+    return None
+
+  @property
   def num_train(self) -> int:
     return len(self.train_labels)
 

@@ -161,6 +161,9 @@ class NIN(nnx.Module):
     """
     if train and dropout_key is None and self._has_dropout():
       raise ValueError('train=True with dropout needs a dropout_key')
+    if not jnp.issubdtype(x.dtype, jnp.floating):  # Raw pixels would train silently wrong.
+      raise TypeError(f'NIN takes preprocessed float images, not {x.dtype}: raw pixels '
+                      "(ImageNet's uint8 crops) go through the data's device_input first")
     for i, (block, b) in enumerate(zip(self.blocks, self.spec.blocks)):
       x = block(x, train=train, taps=taps, name=f'block{i + 1}')
       if b.pool != 'none':

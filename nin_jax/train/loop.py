@@ -132,7 +132,8 @@ class TrainingRun:
     config, workdir, plan = self.config, self.workdir, self.plan
     state, self.statics = train_step.create_train_state(
         config, self.data.num_classes, self.data.image_shape, plan.steps_per_epoch,
-        plan.total_steps, sharding=self.data_parallel.replicated)
+        plan.total_steps, sharding=self.data_parallel.replicated,
+        device_input=self.data.device_input)
     self.checkpointer = checkpoint_lib.Checkpointer(
         workdir, keep=config.keep_checkpoints, metadata=run_history.checkpoint_metadata(config))
     abstract = jax.tree.map(

@@ -23,6 +23,7 @@ batch size) to class probabilities; it runs without nin_jax:
 from __future__ import annotations
 
 import json
+import operator
 from typing import Sequence
 
 import jax
@@ -189,10 +190,12 @@ def load(workdir, step: int | None = None) -> Predictor:
 
 def evaluate(model, data, batch_size: int) -> dict[str, float]:
   """Top-1 and top-5 accuracy of `model` on data's test split (one process)."""
-  logits_fn = jax.jit(lambda x: model(x))
+  # ImageNet's batches are uint8 crops: the data says how the device makes the input.
+  model_input = data.device_input or operator.itemgetter('image')
+  logits_fn = jax.jit(lambda batch: model(model_input(batch)))
   hits1 = hits5 = count = 0
   for batch in data.eval_batches(batch_size):
-    top5 = np.argsort(-np.asarray(logits_fn(batch['image'])), -1)[:, :5]
+    top5 = np.argsort(-np.asarray(logits_fn(batch)), -1)[:, :5]
     valid = batch['mask'] > 0
     hits1 += int(np.sum((top5[:, 0] == batch['label']) & valid))
     hits5 += int(np.sum(np.any(top5 == batch['label'][:, None], -1) & valid))

@@ -91,6 +91,13 @@ class StepStatics:
   config: ml_collections.ConfigDict
   roles: Any = None            # the params' roles (nin.NIN.param_roles)
   hyperparams: Hyperparams | None = None  # the config's, used when a step is given none
+  # batch → the model's images, on device (the data's `device_input`; None: batch['image']).
+  device_input: Any = None
+
+
+def model_input(statics: StepStatics, batch):
+  """The model's images: batch['image'], or what the data's device_input makes of the batch."""
+  return batch['image'] if statics.device_input is None else statics.device_input(batch)
 
 
 def build_model(model_config, num_classes: int, input_shape, *, seed: int = 0) -> nin.NIN:
@@ -112,9 +119,11 @@ def build_model(model_config, num_classes: int, input_shape, *, seed: int = 0) -
 
 
 def create_train_state(config, num_classes: int, input_shape, steps_per_epoch: int,
-                       total_steps: int, *, sharding=None) -> tuple[TrainState, StepStatics]:
+                       total_steps: int, *, sharding=None,
+                       device_input=None) -> tuple[TrainState, StepStatics]:
   """The initial train state and the run's static StepStatics.
 
+  `device_input`: what the steps make of a batch before the model (StepStatics).
   With `sharding`, one jit creates the state straight into arrays of that
   sharding: no host value is copied to a device. (On a mesh that spans
   processes, `jax.device_put` of host values first all-gathers every leaf to
@@ -136,7 +145,7 @@ def create_train_state(config, num_classes: int, input_shape, steps_per_epoch: i
     # Static: safe out of a trace.
     statics = StepStatics(graphdef, tx, schedule, num_classes, config,
                           roles=model.param_roles(params),
-                          hyperparams=hyperparams)
+                          hyperparams=hyperparams, device_input=device_input)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=rest, opt_state=tx.init(params))
 
@@ -185,7 +194,7 @@ def train_step(statics: StepStatics, state: TrainState, sums, batch, device_data
     batch = {k: device_data[k][batch['index']] for k in ('image', 'label')}
   seed_key = jax.random.key(hp.seed)
   images = augment_lib.augment(
-      batch['image'], jax.random.fold_in(jax.random.fold_in(seed_key, _AUGMENT), state.step),
+      model_input(statics, batch), jax.random.fold_in(jax.random.fold_in(seed_key, _AUGMENT), state.step),
       translate=cfg.augment.translate, flip=cfg.augment.flip)
   dropout_key = jax.random.fold_in(jax.random.fold_in(seed_key, _DROPOUT), state.step)
 
@@ -237,7 +246,7 @@ def eval_step(statics: StepStatics, state: TrainState, batch,
   """Masked sums of loss, top-1 and top-5 hits over one padded global batch."""
   hp = _as_arrays(statics.hyperparams if hparams is None else hparams)
   model = nnx.merge(statics.graphdef, state.params, state.batch_stats, copy=True)
-  logits = model(batch['image'], train=False, dropout_rate=hp.dropout)
+  logits = model(model_input(statics, batch), train=False, dropout_rate=hp.dropout)
   mask = batch['mask']
   loss = _cross_entropy(logits, batch['label'], statics.num_classes, 0.0)
   top5 = jax.lax.top_k(logits, min(5, statics.num_classes))[1]
