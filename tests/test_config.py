@@ -128,10 +128,14 @@ def test_unknown_key_or_wrong_type_is_refused(tmp_path, override, message):
     ('dataset.imagenet_mean', 'channel', 'choose one of'),
     ('dataset.validation_per_class_extra', 200, 'needs dataset.train_extra'),
     ('dataset.on_device', True, 'streamed'),
+    # Fields the ImageNet stream would ignore: refused rather than ignored.
+    ('dataset.validation_per_class_train', 50, 'streamed'),
+    ('dataset.train_subset', 1000, 'streamed'),
+    ('dataset.test_subset', 1000, 'streamed'),
 ])
 def test_validation_names_the_field(field, value, message):
   config = config_lib.base_config()
-  if field == 'dataset.on_device':
+  if message == 'streamed':
     config.dataset.name = 'imagenet2012'
   group, leaf = field.split('.')
   config[group][leaf] = value

@@ -200,8 +200,10 @@ def _validate_dataset(d, augment, check) -> None:
   check(d.name in datasets.DATASETS, 'dataset.name',
         f'unknown dataset; choose one of {sorted(datasets.DATASETS)}')
   check(d.source in ('tfds', 'idx'), 'dataset.source', "choose 'tfds' or 'idx'")
-  check(not (d.on_device and d.name in datasets.STREAMED), 'dataset.on_device',
-        f'{d.name} is streamed; only in-memory datasets can live on the device')
+  for field in ('on_device', 'validation_per_class_train', 'train_subset', 'test_subset'):
+    # The stream reads whole splits: these would be ignored, so they are refused.
+    check(not (d[field] and d.name in datasets.STREAMED), f'dataset.{field}',
+          f'{d.name} is streamed; only in-memory datasets take it')
   check(d.preprocessing in preprocess.PREPROCESSINGS, 'dataset.preprocessing',
         f'choose one of {preprocess.PREPROCESSINGS}')
   check(d.imagenet_mean in IMAGENET_MEANS, 'dataset.imagenet_mean',
