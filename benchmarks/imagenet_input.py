@@ -23,6 +23,9 @@ First, where one core's time goes: milliseconds per image of each stage,
 in this process, one OpenCV thread (shared memory: a batch copied into a
 fresh segment and opened, as Grain hands a worker's batch over).
 
+Every row is measured --rounds times, the rows interleaved, and the table
+gives each row's median; the 1 → 2 worker scaling is taken within each round
+(both rows of that round) and printed for each round and as their median.
 img/s is wall-clock after a warm-up (worker start-up excluded);
 img/s/core divides it by the cores the pipeline decodes on; img/CPU-s divides
 the images by the CPU seconds that the process and all its children used
@@ -242,6 +245,8 @@ def main():
   parser.add_argument('--num_images', type=int, default=1024, help='mock training images')
   parser.add_argument('--batch', type=int, default=32, help='images per batch')
   parser.add_argument('--batches', type=int, default=64, help='timed batches per row')
+  parser.add_argument('--rounds', type=int, default=3,
+                      help='times every row is measured, interleaved (the table: medians)')
   parser.add_argument('--dir', default='', help='keep the mock data here (default: a temp dir)')
   args = parser.parse_args()
   from absl import flags
@@ -271,22 +276,44 @@ def main():
       ('tf.data reference, 1 thread', 1, lambda: tf_data_reference(data_dir, 1, args.batch)),
       ('tf.data reference, 2 threads', 2, lambda: tf_data_reference(data_dir, 2, args.batch)),
   ]
-  results = {}
-  print(f'{"pipeline":40s} {"cores":>5s} {"img/s":>7s} {"img/s/core":>10s} {"img/CPU-s":>9s}')
-  for name, cores, make in rows:
-    images, wall, cpu = measure(make(), args.batches, cores)
-    results[name] = images / wall
-    print(f'{name:40s} {cores:5d} {images / wall:7.0f} {images / wall / cores:10.0f} '
-          f'{images / cpu if cpu else float("nan"):9.0f}', flush=True)  # cpu: 0 at toy sizes
-  scale = lambda a, b: results[b] / results[a]  # noqa: E731
-  print(f'1→2 workers: grain {scale("grain, 1 worker", "grain, 2 workers"):.2f}×, '
-        f'grain, mean on the host '
-        f'{scale("grain, mean on the host, 1 worker", "grain, mean on the host, 2 workers"):.2f}×, '
-        f'grain + cache {scale("grain + resized cache, 1 worker", "grain + resized cache, 2 workers"):.2f}×, '
-        f'tf.data reference 1→2 threads '
-        f'{scale("tf.data reference, 1 thread", "tf.data reference, 2 threads"):.2f}×; '
-        f'load average now {os.getloadavg()[0]:.1f}')
+  samples = {name: [] for name, _, _ in rows}
+  for _ in range(args.rounds):  # Interleaved: a slow spell on a shared VM hits every row.
+    for name, cores, make in rows:
+      samples[name].append(measure(make(), args.batches, cores))
+  print_table(rows, samples, args.rounds)
+  print_scaling(samples, args.rounds)
 
+
+def print_table(rows, samples, rounds: int) -> None:
+  """Each row's median over the rounds: img/s, per decoding core, per CPU second."""
+  print(f'{"pipeline":40s} {"cores":>5s} {"img/s":>7s} {"img/s/core":>10s} {"img/CPU-s":>9s}'
+        f'   (medians of {rounds} rounds)')
+  for name, cores, _ in rows:
+    rate = np.median([images / wall for images, wall, _ in samples[name]])
+    per_cpu = np.median([images / cpu if cpu else np.nan  # cpu: 0 at toy sizes
+                         for images, _, cpu in samples[name]])
+    print(f'{name:40s} {cores:5d} {rate:7.0f} {rate / cores:10.0f} {per_cpu:9.0f}', flush=True)
+
+
+SCALINGS = (  # (what, one-core row, two-core row)
+    ('grain', 'grain, 1 worker', 'grain, 2 workers'),
+    ('grain, mean on the host', 'grain, mean on the host, 1 worker',
+     'grain, mean on the host, 2 workers'),
+    ('grain + cache', 'grain + resized cache, 1 worker', 'grain + resized cache, 2 workers'),
+    ('tf.data reference 1→2 threads', 'tf.data reference, 1 thread',
+     'tf.data reference, 2 threads'),
+)
+
+
+def print_scaling(samples, rounds: int) -> None:
+  """Each round's 1 → 2 core speed-up (both rows of one round) and their median."""
+  parts = []
+  for what, one, two in SCALINGS:
+    ratios = [(b[0] / b[1]) / (a[0] / a[1]) for a, b in zip(samples[one], samples[two])]
+    each = ', '.join(f'{r:.2f}' for r in ratios)
+    parts.append(f'{what} {np.median(ratios):.2f}× ({each})')
+  print(f'1→2 workers, median of {rounds} rounds (each round): ' + '; '.join(parts) +
+        f'; load average now {os.getloadavg()[0]:.1f}')
 
 if __name__ == '__main__':
   main()

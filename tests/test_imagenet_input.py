@@ -292,11 +292,13 @@ def test_the_input_benchmark_measures_every_pipeline_side_by_side(tmp_path):
   """benchmarks/imagenet_input.py at toy size: every row, and the scaling line (not its speed)."""
   result = subprocess.run(
       [sys.executable, os.path.join(REPO, 'benchmarks', 'imagenet_input.py'),
-       '--num_images=32', '--batch=4', '--batches=2', f'--dir={tmp_path}'],
+       '--num_images=32', '--batch=4', '--batches=2', '--rounds=2', f'--dir={tmp_path}'],
       capture_output=True, text=True, timeout=600, cwd=REPO,
       env={**os.environ, 'PYTHONPATH': REPO, 'JAX_PLATFORMS': 'cpu'})
   assert result.returncode == 0, result.stderr[-3000:]
   for row in ('grain, 1 worker', 'grain, 2 workers', 'grain + resized cache, 2 workers',
               "today's (tf.numpy_function + tf.data)", 'tf.data reference, 2 threads'):
     assert any(line.startswith(row) for line in result.stdout.splitlines()), result.stdout
-  assert '1→2 workers: grain ' in result.stdout
+  scaling = result.stdout.split('1→2 workers, median of 2 rounds (each round): ')[1]
+  for what in ('grain', 'grain, mean on the host', 'grain + cache', 'tf.data reference'):
+    assert f'{what} ' in scaling, scaling
