@@ -88,11 +88,13 @@ def test_images_are_warped_to_256_cropped_mirrored_and_the_mean_subtracted(data_
     crops = np.empty((len(where), 224, 224, 3), np.uint8)
     for row, (top, left, flip) in enumerate(where):
       imagenet_input.crop_into(warped, top, left, 224, flip, out=crops[row])
-    got = np.asarray(jax.jit(mean_subtraction.MeanSubtraction(mean))(
+    got = np.asarray(jax.jit(mean_subtraction.MeanSubtraction(mean, warped=256))(
         {'image': crops, 'where': where}))
     assert got.dtype == np.float32
     for row, (top, left, flip) in enumerate(where):
       np.testing.assert_array_equal(got[row], caffe_crop(warped, mean, top, left, 224, flip))
+  with pytest.raises(ValueError, match=r'mean image \(256, 256, 3\) of the warped images'):
+    mean_subtraction.MeanSubtraction(np.zeros((224, 224, 3)), warped=256)  # A cropped mean.
 
 
 def test_batches_are_caffes_float_crops_of_the_records_in_the_seeded_order(data_dir):

@@ -40,8 +40,9 @@ def test_imagenet_subtracts_the_mean_image_at_each_crops_pixels(tmp_path):
     assert list(tmp_path.glob('mean_image_imagenet2012_*_256.npy'))
     data = imagenet_input.ImageNetData(None, crop=224, mean=mean)
     plain = imagenet_input.ImageNetData(None, crop=224, mean=(0.0, 0.0, 0.0))
-    with_mean = next(data.eval_batches(4))['image']
-    without = next(plain.eval_batches(4))['image']
+    # The step subtracts the mean on the device (data.device_input).
+    with_mean = np.asarray(data.device_input(next(data.eval_batches(4))))
+    without = np.asarray(plain.device_input(next(plain.eval_batches(4))))
   np.testing.assert_allclose(with_mean, without - mean[16:240, 16:240], atol=1e-3)
 
 

@@ -268,7 +268,7 @@ class ImageNetData:
     """What the compiled step makes of a batch: uint8 crops minus the mean, float32."""
     # Imported here: the decode workers import this module and must not load jax.
     from nin_jax.data import mean_subtraction
-    return mean_subtraction.MeanSubtraction(self.mean)
+    return mean_subtraction.MeanSubtraction(self.mean, warped=RESIZE)
 
   @property
   def preprocessing(self) -> dict[str, np.ndarray]:

@@ -3,8 +3,9 @@
 The decode workers (nin_jax/data/imagenet_input.py) hand over uint8 crops and
 where each was cut; the mean is subtracted on the device, in the train and eval
 steps. So the host does no per-image work after the workers (on a 2-core host
-that subtraction alone held the 1 → 2 worker scaling at 1.77×), and a quarter
-of float32's bytes cross shared memory and the host-to-device link.
+that subtraction alone held the 1 → 2 worker scaling below 1.8×:
+docs/benchmarks.md), and a quarter of float32's bytes cross shared memory and
+the host-to-device link.
 
 Caffe's data transformer subtracts a mean image at the crop's own pixels, then
 mirrors. A crop arrives mirrored, so a mirrored crop takes the mirrored mean at
@@ -22,15 +23,17 @@ import numpy as np
 class MeanSubtraction:
   """`batch` {'image': uint8 (N, c, c, 3), 'where': int32 (N, 3)} → float32 images.
 
-  `mean` is a pixel (3,) or an image of the warped size (256, 256, 3);
-  `where` holds each crop's (top, left, flip) in the warped image. Traced
-  inside jit: the mean is a constant of the program (786 kB for a mean image).
+  `mean` is a pixel (3,) or an image of the warped images' size
+  (warped, warped, 3); `where` holds each crop's (top, left, flip) in the
+  warped image. Traced inside jit: the mean is a constant of the program
+  (786 kB for a 256² mean image).
   """
 
-  def __init__(self, mean):
+  def __init__(self, mean, warped: int):
     mean = np.asarray(mean, np.float32)
-    if mean.shape[-1:] != (3,) or mean.ndim not in (1, 3):
-      raise ValueError(f'a mean pixel (3,) or a mean image (H, W, 3), not {mean.shape}')
+    if mean.shape not in ((3,), (warped, warped, 3)):  # dynamic_slice would clamp, silently.
+      raise ValueError(f'a mean pixel (3,) or a mean image ({warped}, {warped}, 3) of the '
+                       f'warped images, not {mean.shape}')
     self.mean = mean
     self.mirrored = None if mean.ndim == 1 else np.ascontiguousarray(mean[:, ::-1])
 
