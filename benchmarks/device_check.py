@@ -1,13 +1,13 @@
 #!/usr/bin/env python
 """The one GPU check: run it once on a lent accelerator, keep what it writes.
 
-    benchmarks/device_run.sh OUTDIR            # on the lent GPU: ≤ 8 min, see below
+    benchmarks/device_run.sh OUTDIR            # on the lent GPU: ≤ 9.5 min, see below
     benchmarks/device_run.sh OUTDIR --smoke    # tiny sizes, any backend (CI's rehearsal)
     python benchmarks/device_check.py --smoke  # every section in this process (CPU test)
 
 Sections, each with a time budget (SECTION_BUDGET_S; device_run.sh runs each
 as its own process under `timeout`, so a slow one cannot eat the next one's
-time, and the budgets add up to 8 minutes on one H200):
+time, and the budgets add up to 9.5 minutes on one H200):
   env            Python, jax, flax, optax, orbax and torch versions, the devices,
                  that nin_jax imports from this checkout and TensorFlow is absent.
   nin_cifar      NIN-CIFAR training img/s, TFLOP/s and MFU in bfloat16 and
@@ -20,6 +20,11 @@ time, and the budgets add up to 8 minutes on one H200):
   fashion_mnist  Wall time to 93% Fashion-MNIST test accuracy with the data on
                  device (the real loop, train.train_and_evaluate), compile time
                  shown separately.
+  trial_groups   K = 16 NIN-CIFAR trials (16 learning rates and seeds, batch
+                 128, bfloat16, synthetic CIFAR-shaped data) trained as one
+                 group (research.trial_group, placement auto: vmap-ed on the
+                 GPU) against the same 16 one after another (per-trial calls
+                 of one compiled step): ms per trial-step, trials/hour, ratio.
 With --output_dir, each section's JSON is written to OUTDIR/<section>.json as
 it goes: after every row, and once more, `"complete": true`, when it ends. A
 section cut off by its budget keeps the rows it finished.
@@ -39,6 +44,8 @@ answers with the standard library alone.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import platform
@@ -47,10 +54,11 @@ import tempfile
 import time
 
 # Seconds per section on one H200, compilation included. 'install' is
-# device_run.sh's own step (the carried wheels); the total is at most 8 min.
-SECTION_BUDGET_S = {'install': 30, 'env': 30, 'nin_cifar': 150, 'torch_peer': 120,
-                    'fashion_mnist': 150}
-SECTIONS = ('env', 'nin_cifar', 'torch_peer', 'fashion_mnist')
+# device_run.sh's own step (the carried wheels: one 77 KB wheel); the total is
+# at most 9.5 min, so one device call of 10 min holds it.
+SECTION_BUDGET_S = {'install': 20, 'env': 30, 'nin_cifar': 150, 'torch_peer': 120,
+                    'fashion_mnist': 150, 'trial_groups': 100}
+SECTIONS = ('env', 'nin_cifar', 'torch_peer', 'fashion_mnist', 'trial_groups')
 # Dense peak TFLOP/s per device (bfloat16, float32 non-tensor), matched by
 # substring of jax's device_kind. NVIDIA data sheets (SXM); TPUs per chip
 # (/work/shared/reference/nin-facts.md); TPUs have no separate float32 rate.
@@ -66,6 +74,10 @@ TARGET_ACCURACY = 0.93
 # The goal rows first: a section cut off by its budget keeps the most wanted.
 BATCHES, SMOKE_BATCHES = (512, 2048, 128), (8,)
 STEPS_PER_DISPATCH = 8
+# trial_groups: (trials, steps per trial). 16 × 512 steps one after another is
+# about 16 × 512 × 1.5 ms = 12 s of steps on an H200 (a guess: not yet run);
+# each side adds a compile and 16 trials' final eval, checkpoint and export.
+TRIAL_GROUP, SMOKE_TRIAL_GROUP = (16, 512), (2, 4)
 
 
 class SectionOutput:
@@ -242,12 +254,111 @@ def fashion_mnist_time_to_target(out: SectionOutput, smoke: bool, idx_dir: str,
   return out.finish(**result)
 
 
+def trial_groups(out: SectionOutput, smoke: bool) -> dict:
+  """K trials of one program as one group against the same K one after another.
+
+  'sequential' is the group's per-trial calls (stepping='calls'): one compiled
+  step, each trial's chunk a call of it, as its own run would make; that is
+  a sequential sweep's work less its K - 1 extra compiles. 'group' is the
+  placement a GPU takes (auto: the trials vmap-ed in one step); in --smoke on
+  CPU, where auto would also call per trial, it is forced to vmap.
+  """
+  import jax
+  from nin_jax.research import trial_group
+  k, steps = SMOKE_TRIAL_GROUP if smoke else TRIAL_GROUP
+  configs = _trial_group_configs(k, steps, smoke)
+  group = 'vmap' if smoke and jax.default_backend() == 'cpu' else 'auto'
+  with _synthetic_cifar(64 if smoke else 8192, 16 if smoke else 512), \
+       tempfile.TemporaryDirectory() as root:
+    for mode, stepping in (('sequential', 'calls'), ('group', group)):
+      out.add_row({'mode': mode, **_timed_group(trial_group, configs, stepping,
+                                                os.path.join(root, mode))})
+      print(_trial_group_row(out.record['rows'][-1]), flush=True)
+  sequential, grouped = out.record['rows']
+  ratios = {'trial_steps_ratio': sequential['trial_step_ms'] / grouped['trial_step_ms'],
+            'trials_per_hour_ratio': grouped['trials_per_hour'] / sequential['trials_per_hour']}
+  print(f'  trial group / sequential: {ratios["trial_steps_ratio"]:.2f}× trial-steps/s, '
+        f'{ratios["trials_per_hour_ratio"]:.2f}× trials/hour (goal ≥ 5×)', flush=True)
+  return out.finish(trials=k, steps_per_trial=steps, batch_size=configs[0].optim.batch_size,
+                    **ratios)
+
+
+def _trial_group_configs(k: int, steps: int, smoke: bool) -> list:
+  """NIN-CIFAR at batch 128, bfloat16: K learning rates (0.01..0.1) and seeds."""
+  from nin_jax.train import config as config_lib
+  configs = []
+  for i in range(k):
+    config = config_lib.base_config()
+    config.model.dtype = 'bfloat16'
+    config.optim.learning_rate = round(0.01 * 10 ** (i / max(k - 1, 1)), 5)
+    config.seed = i
+    config.max_steps = steps
+    config.log_every_steps = max(steps // 4, 1)  # The first interval holds the compile.
+    config.eval_every_epochs = 10.0 ** 6         # One eval, at the end.
+    config.checkpoint_every_steps = 10 ** 6      # One checkpoint, at the end.
+    config.write_plots = False
+    if smoke:
+      config.model.width_multiplier = 0.125
+      config.optim.batch_size = 8
+    configs.append(config)
+  return configs
+
+
+@contextlib.contextmanager
+def _synthetic_cifar(num_train: int, num_test: int):
+  """The loop's data: random CIFAR-shaped images (the image has no TFDS to read CIFAR)."""
+  from unittest import mock
+  import numpy as np
+  from nin_jax.data import input_pipeline
+  rng = np.random.default_rng(0)
+
+  def split(n):
+    return (rng.standard_normal((n, 32, 32, 3), np.float32),
+            rng.integers(0, 10, n).astype(np.int32))
+  data = input_pipeline.InMemoryData(*split(num_train), *split(num_test), num_classes=10)
+  with mock.patch.object(input_pipeline, 'create', lambda dataset: data):
+    yield
+
+
+def _timed_group(trial_group, configs: list, stepping: str, root: str) -> dict:
+  """Wall time of train_group (its trials' lines kept off the console) and its steady rate.
+
+  The steady rate is each trial's logged img/s after its first interval (which
+  holds the compile); a trial's interval also holds the other trials' steps,
+  so one trial-step takes batch / (K × img/s).
+  """
+  import statistics
+  from nin_jax.runtime import metrics
+  k, batch = len(configs), configs[0].optim.batch_size
+  workdirs = [os.path.join(root, f'trial_{i:02d}') for i in range(k)]
+  placement = trial_group.placement(k, batch, stepping=stepping).describe(k)
+  t0 = time.perf_counter()
+  with contextlib.redirect_stdout(io.StringIO()):
+    results = trial_group.train_group(configs, workdirs, stepping=stepping)
+  wall = time.perf_counter() - t0
+  rates = [rate for w in workdirs for rate in [
+      r['train/images_per_s'] for r in metrics.read_metrics(w) if 'train/images_per_s' in r][1:]]
+  trial_step_s = batch / (k * statistics.median(rates))
+  return {'stepping': stepping, 'placement': placement, 'wall_s': wall,
+          'trial_step_ms': 1e3 * trial_step_s, 'trial_steps_per_s': 1 / trial_step_s,
+          'trials_per_hour': 3600 * k / wall,
+          'failed': [r['name'] for r in results if r['failed']]}
+
+
+def _trial_group_row(r: dict) -> str:
+  failed = f'; failed: {", ".join(r["failed"])}' if r['failed'] else ''
+  return (f'  {r["mode"]:>10} (stepping {r["stepping"]}): {r["trial_step_ms"]:.3f} ms per '
+          f'trial-step, {r["wall_s"]:.1f} s wall with compile = {r["trials_per_hour"]:.0f} '
+          f'trials/hour{failed}')
+
+
 def environment(out: SectionOutput) -> dict:
   """What the check runs on, and that it runs on this checkout without TensorFlow."""
   import importlib.metadata
   import jax
   import nin_jax
   from nin_jax.research import throughput  # noqa: F401 — what the sections use
+  from nin_jax.research import trial_group  # noqa: F401 — what the sections use
   from nin_jax.data import datasets  # noqa: F401 — what the sections use
   from nin_jax.runtime import metrics  # noqa: F401 — what the sections use
   from nin_jax.train import loop as train  # noqa: F401 — what the sections use
@@ -275,6 +386,8 @@ def run_section(name: str, args) -> dict:
     return nin_cifar_throughput(out, args.smoke)
   if name == 'torch_peer':
     return torch_peer(out, args.smoke, _earlier_rows(args, 'nin_cifar'))
+  if name == 'trial_groups':
+    return trial_groups(out, args.smoke)
   return fashion_mnist_time_to_target(out, args.smoke, args.idx_dir,
                                       0.5 if args.smoke else TARGET_ACCURACY)
 
@@ -308,7 +421,8 @@ def main(argv=None) -> dict:
                       help='print "<section> <seconds>" per budget and exit')
   args = parser.parse_args(argv)
   if args.budgets:
-    print('\n'.join(f'{k} {v}' for k, v in SECTION_BUDGET_S.items()))
+    # install first, then the sections in the order they run: device_run.sh reads both.
+    print('\n'.join(f'{k} {SECTION_BUDGET_S[k]}' for k in ('install', *SECTIONS)))
     return {}
   from nin_jax.runtime import process_setup
   process_setup.configure()  # What every entry point does before jax starts.

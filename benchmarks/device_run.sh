@@ -7,7 +7,7 @@
 #    `make device-payload`) with pip --no-index --no-deps --target: nothing is
 #    fetched, nothing the image has is replaced;
 # 2. runs each section of benchmarks/device_check.py as its own process under
-#    `timeout` with its budget (SECTION_BUDGET_S there; 8 min in all), nin_jax
+#    `timeout` with its budget (SECTION_BUDGET_S there; 9.5 min in all), nin_jax
 #    imported from this checkout (PYTHONPATH) and Fashion-MNIST read from the
 #    carried IDX files (.data/fashion-mnist);
 # 3. leaves OUTDIR/<section>.json as each section goes (a section cut off by
@@ -39,9 +39,13 @@ exec > >(tee -a "$OUTDIR/device_run.log") 2>&1
 start=$(date +%s)
 echo "device_run: $(date -u '+%F %T UTC') on $(hostname), $($PYTHON -V 2>&1), out $OUTDIR ${SMOKE[*]}"
 
+# The sections, in order, and their budgets: `install` (this script's own step) first.
 declare -A BUDGET
-while read -r name seconds; do BUDGET[$name]=$seconds; done \
-  < <($PYTHON benchmarks/device_check.py --budgets)
+SECTIONS=()
+while read -r name seconds; do
+  BUDGET[$name]=$seconds
+  [ "$name" = install ] || SECTIONS+=("$name")
+done < <($PYTHON benchmarks/device_check.py --budgets)
 [ -n "${BUDGET[install]:-}" ] || { echo "error: device_check.py --budgets failed"; exit 1; }
 
 # The carried wheels: only these, only from here, beside (not over) the image's packages.
@@ -58,7 +62,7 @@ export PYTHONPATH="$PWD:$SITE${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 
 failed=()
-for section in env nin_cifar torch_peer fashion_mnist; do
+for section in "${SECTIONS[@]}"; do
   budget=${BUDGET[$section]}
   echo "== $section (budget ${budget} s)"
   t0=$(date +%s)
@@ -91,11 +95,11 @@ EOF
 done
 
 total=$(( $(date +%s) - start ))
-"$PYTHON" - "$OUTDIR" "$total" "${failed[*]:-}" <<'EOF'
+"$PYTHON" - "$OUTDIR" "$total" "${failed[*]:-}" "${SECTIONS[*]}" <<'EOF'
 import json, os, sys
-outdir, total, failed = sys.argv[1], int(sys.argv[2]), sys.argv[3].split()
+outdir, total, failed, sections = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(), sys.argv[4]
 summary = {'total_s': total, 'incomplete': failed, 'sections': {}}
-for name in ('env', 'nin_cifar', 'torch_peer', 'fashion_mnist'):
+for name in sections.split():
   path = os.path.join(outdir, f'{name}.json')
   if os.path.exists(path):
     with open(path) as f:

@@ -11,18 +11,27 @@ all share the first one's data and compiled steps. The sweep's report, resume
 and --dry_run are therefore unchanged.
 
 How the trials share the devices (`placement`, logged at the start):
-  - one CPU device: the one compiled step, called once per trial, each trial
-    chunked as it would be alone (so each is bit-identical to its own run).
-    On XLA:CPU that measured faster than stepping the trials as one vmap-ed
-    program (grouped convolutions): `benchmarks/trial_stepping.py`, 8 trials ×
-    100 steps of fashion_mnist at width 0.25 on a 2-core Zen 4, took 54.4 s
-    called per trial against 80.9 s vmap-ed (1.49×); issue #26 had measured
-    2.9× for vmap and 3.2× for lax.map at K = 8;
-  - otherwise (an accelerator, or several devices): a ('trial', 'data') mesh.
-    Each chunk stacks the trials' states, sharded over 'trial', each trial's
-    batch over the 'data' devices of its slice, and one jit of the vmap-ed
-    step trains them all. Trials are padded to a multiple of the 'trial' axis
-    with idle lanes.
+  - the CPU backend, any number of devices: the one compiled step, called
+    once per trial, each trial data-parallel over all the devices and chunked
+    exactly as it would be alone (so each is bit-identical to its own run:
+    tests/test_trial_group.py, on 1 and on 8 devices). On XLA:CPU that
+    measured faster than stepping the trials as one vmap-ed program (grouped
+    convolutions): `benchmarks/trial_stepping.py`, 8 trials × 100 steps of
+    fashion_mnist at width 0.25 on a 2-core Zen 4, one device: 54.4 s called
+    per trial against 80.9 s vmap-ed (1.49×); issue #26 had measured 2.9× for
+    vmap and 3.2× for lax.map at K = 8. Simulated CPU devices share the host's
+    cores, so splitting the trials over them adds no compute; on 8 of them
+    (--devices=8) the calls took 86.5 s (K = 8) and 55.0 s (K = 4), while the
+    ('trial', 'data') mesh below deadlocked in XLA:CPU's collectives (a
+    rendezvous "only 4 of them arrived", then an abort) in each of 4 tries
+    (K = 8 and 4, width 0.25 and 0.125). On several CPU devices each call is
+    waited for before the next trial's (see _CallsPerTrial);
+  - an accelerator: a ('trial', 'data') mesh. Each chunk stacks the trials'
+    states, sharded over 'trial', each trial's batch over the 'data' devices
+    of its slice, and one jit of the vmap-ed step trains them all. Trials are
+    padded to a multiple of the 'trial' axis with idle lanes. A trial is then
+    within 1e-5 of its own run after one step, not after 20 (float sums in
+    another order; the 8-device test says how far).
 
 A trial stops alone: one whose loss or gradients turn NaN/Inf (loop's
 NonFiniteError) is marked failed, keeps its last good checkpoint, and the
@@ -130,11 +139,13 @@ class Placement:
   """The ('trial', 'data') mesh of a group, or None: one step called per trial."""
   mesh: jax.sharding.Mesh | None
   num_lanes: int  # Trials, padded to a multiple of the 'trial' axis.
+  num_devices: int  # All of them: a mesh's, or each called trial's data-parallel run's.
 
   def describe(self, num_trials: int) -> str:
     if self.mesh is None:
-      return (f'{num_trials} trials on one {jax.default_backend()} device: one compiled '
-              'step, called once per trial')
+      return (f'{num_trials} trials, each data-parallel over the {self.num_devices} '
+              f'{jax.default_backend()} device(s) as alone: one compiled step, called once '
+              f'per trial ({CALLS_MEASURED})')
     t, d = self.mesh.shape[TRIAL_AXIS], self.mesh.shape[sharding.DATA_AXIS]
     idle = self.num_lanes - num_trials
     return (f'{num_trials} trials on a mesh of {t} trial × {d} data device(s): '
@@ -143,25 +154,25 @@ class Placement:
 
 
 STEPPINGS = ('auto', 'calls', 'vmap')
+# Why a CPU group calls per trial (benchmarks/trial_stepping.py; the module docstring).
+CALLS_MEASURED = ('on XLA:CPU 1.49x faster than one vmap-ed step on 1 device; on 8 simulated '
+                  'ones the vmap-ed mesh deadlocked: benchmarks/trial_stepping.py')
 
 
 def placement(num_trials: int, batch_size: int, backend: str | None = None,
               devices: Sequence[Any] | None = None, stepping: str = 'auto') -> Placement:
-  """Per-trial calls on one CPU device; else the widest 'trial' axis the batch allows.
+  """Per-trial calls on the CPU backend; else the widest 'trial' axis the batch allows.
 
   `stepping` overrides the choice for measurement (benchmarks/trial_stepping.py):
-  'calls' on one device, 'vmap' (a mesh, even of one device).
+  'calls' (each trial on all the devices, as alone), 'vmap' (a mesh, even of one device).
   """
   if stepping not in STEPPINGS:
     raise ValueError(f'stepping={stepping!r}: choose one of {STEPPINGS}')
   devices = list(jax.devices() if devices is None else devices)
   backend = backend or jax.default_backend()
-  one_cpu = len(devices) == 1 and backend == 'cpu'
-  if stepping == 'calls' and len(devices) > 1:
-    raise ValueError("stepping='calls' needs one device")
-  if stepping == 'calls' or (stepping == 'auto' and one_cpu):
-    return Placement(None, num_trials)
   n = len(devices)
+  if stepping == 'calls' or (stepping == 'auto' and backend == 'cpu'):
+    return Placement(None, num_trials, n)
   # A trial's batch spreads over the data axis: it must divide the batch.
   fits = [t for t in range(1, n + 1) if n % t == 0 and batch_size % (n // t) == 0]
   if not fits:
@@ -170,7 +181,7 @@ def placement(num_trials: int, batch_size: int, backend: str | None = None,
   t = max([t for t in fits if t <= num_trials] or [min(fits)])
   mesh = jax.sharding.Mesh(np.array(devices).reshape(t, n // t),
                            (TRIAL_AXIS, sharding.DATA_AXIS))
-  return Placement(mesh, math.ceil(num_trials / t) * t)
+  return Placement(mesh, math.ceil(num_trials / t) * t, n)
 
 
 # ---------------------------------------------------------------------------
@@ -212,14 +223,24 @@ class _Prefixed(io.TextIOBase):
 
 
 class _CallsPerTrial:
-  """One device: each trial's chunk is one call of the shared compiled step, as alone."""
+  """Each trial's chunk is one call of the shared compiled step, as its own run's.
+
+  On several XLA:CPU devices each call is waited for before the next trial's:
+  two trials' data-parallel calls in flight at once (independent, so XLA may
+  run them together) deadlocked in an all-reduce (8 simulated devices: "only
+  7 of them arrived", then the process aborted).
+  """
 
   def __init__(self, members: list[_Member], place: Placement):
-    del members, place
+    del place
+    data_parallel = members[0].run.data_parallel
+    self._one_at_a_time = data_parallel.num_devices > 1 and jax.default_backend() == 'cpu'
 
   def advance(self, active: list[_Member]) -> None:
     for m in active:
       m.run.run_chunk(m.run.next_chunk())
+      if self._one_at_a_time:
+        jax.block_until_ready(m.run.state)
 
 
 class _TrialMesh:
@@ -239,8 +260,11 @@ class _TrialMesh:
                    True: NamedSharding(mesh, P(TRIAL_AXIS, None, sharding.DATA_AXIS))}
     self._stack = jax.jit(lambda *trees: jax.tree.map(lambda *x: jnp.stack(x), *trees),
                           out_shardings=self._by_trial)
-    self._take = jax.jit(lambda tree, i: jax.tree.map(lambda x: x[i], tree),
-                         out_shardings=first.data_parallel.replicated)
+    # One program each way per chunk: on several XLA:CPU devices, independent
+    # programs in flight together (one take per lane) deadlocked in an all-gather.
+    self._unstack = jax.jit(
+        lambda tree: [jax.tree.map(lambda x: x[i], tree) for i in range(len(members))],
+        out_shardings=first.data_parallel.replicated)
     self._hparams = self._stack(*[members[l].run.hparams for l in self._lanes])
     self._device_data = (None if first.device_data is None else
                          jax.device_put(first.device_data, NamedSharding(mesh, P())))
@@ -258,13 +282,13 @@ class _TrialMesh:
                    enumerate(zip(self._lanes, lanes))])
     batches = jax.tree.map(lambda *x: np.stack(x), *[
         rows[id(m)] if used else idle for used, m in zip(on, lanes)])
-    states, sums = self._steps[n > 1](
-        jax.device_put(on, self._by_trial), self._stack(*[m.run.state for m in lanes]),
-        self._stack(*[m.run.sums for m in lanes]),
+    stacked = self._steps[n > 1](
+        jax.device_put(on, self._by_trial), *self._stack(*[(m.run.state, m.run.sums)
+                                                           for m in lanes]),
         jax.device_put(batches, self._batch[n > 1]), self._device_data, self._hparams)
-    for lane, m in enumerate(self._members):
+    for m, (state, sums) in zip(self._members, self._unstack(stacked)):
       if id(m) in rows:
-        m.run.state, m.run.sums = self._take((states, sums), lane)
+        m.run.state, m.run.sums = state, sums
         m.run.step += n
 
 
