@@ -42,6 +42,19 @@ def test_raised_inside_the_library(module, category):
 
 def test_other_libraries_deprecations_are_not_ours_to_fail_on():
   warnings.warn_explicit('old API', DeprecationWarning, 'lib.py', 1, module='matplotlib.cm')
+
+
+SINGLE_DEVICE = 'jax.sharding.SingleDeviceSharding is deprecated; use make_single_device_sharding'
+
+
+def test_orbax_naming_single_device_sharding_is_not_ours_to_fail_on():
+  warnings.warn_explicit(SINGLE_DEVICE, DeprecationWarning, 'colocated_transport.py', 225,
+                         module='orbax.checkpoint._src.multihost.colocated_transport')
+
+
+def test_our_line_naming_single_device_sharding_fails():
+  warnings.warn_explicit(SINGLE_DEVICE, DeprecationWarning, 'checkpoint.py', 1,
+                         module='nin_jax.runtime.checkpoint')
 '''
 
 
@@ -55,7 +68,7 @@ def test_deprecation_warnings_from_the_jax_stack_are_errors(tmp_path):
       env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
   outcomes = dict((name, state) for state, name in re.findall(
       r'^(PASSED|FAILED) test_tiny\.py::(\S+)', proc.stdout, re.M))
-  assert len(outcomes) == 9, proc.stdout[-3000:]
+  assert len(outcomes) == 11, proc.stdout[-3000:]
   failed = sorted(name for name, state in outcomes.items() if state == 'FAILED')
   assert failed == sorted(name for name in outcomes if 'not_ours' not in name), proc.stdout
   # The two real jax warnings (if jax removes either API, pick another deprecated one).

@@ -94,6 +94,18 @@ def test_eight_devices_match_one_device_with_dropout_and_augmentation(
   assert_same_model(one_device_run, tmp_path, STEPS)
 
 
+@pytest.mark.parametrize('version, backend, warns', [
+    ((0, 12, 1), 'cpu', True), ((0, 11, 2), 'cpu', False), ((0, 12, 1), 'gpu', False)])
+def test_a_multi_process_cpu_run_under_jax_0_12_is_warned_of_its_hang(
+    monkeypatch, caplog, version, backend, warns):
+  # docs/reliability.md: jax 0.12.1's XLA:CPU hung 2-process runs in Gloo.
+  monkeypatch.setattr(jax, '__version_info__', version)
+  monkeypatch.setattr(jax, 'default_backend', lambda: backend)
+  with caplog.at_level('WARNING'):
+    sharding._warn_of_cpu_collective_hang()
+  assert ('Gloo all-reduce' in caplog.text) == warns
+
+
 def free_port() -> int:
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
@@ -172,6 +184,7 @@ def final_line(text):
 
 
 @pytest.mark.core
+@pytest.mark.cpu_processes
 def test_two_processes_match_one_process_and_resume(one_device_run, tmp_path, cache_env):
   # Two processes × 2 devices run steps 0-4, stop, and a second pair resumes
   # to step 8: the result must be the 1-process, 1-device run's.

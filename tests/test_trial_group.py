@@ -62,8 +62,9 @@ def test_cpu_devices_call_the_step_per_trial_unless_told_to_vmap():
   eight = trial_group.placement(4, 128, 'cpu', cpu * 8)
   assert eight.mesh is None and eight.num_devices == 8 and eight.num_lanes == 4
   forced = trial_group.placement(4, 128, 'cpu', cpu, stepping='vmap')
-  assert dict(forced.mesh.shape) == {'trial': 1, 'data': 1} and forced.num_lanes == 4
-  assert dict(trial_group.placement(4, 128, 'gpu', cpu).mesh.shape) == {'trial': 1, 'data': 1}
+  one = {'process': 1, 'trial': 1, 'data': 1}
+  assert dict(forced.mesh.shape) == one and forced.num_lanes == 4
+  assert dict(trial_group.placement(4, 128, 'gpu', cpu).mesh.shape) == one
   with pytest.raises(ValueError, match="stepping='sideways'"):
     trial_group.placement(4, 128, 'cpu', cpu, stepping='sideways')
 
@@ -234,3 +235,58 @@ def test_sigkill_during_a_group_then_resume_is_bit_identical(tmp_path):
          open(os.path.join(done, 'final_metrics.json')) as b:
       assert json.load(a) == json.load(b)
     assert comparable_records(done) == comparable_records(ref)
+
+
+# Runs in each process of a 2-process `jax.distributed` run (2 CPU devices
+# each): TRIALS as a group (default placement for 20 steps, stepping='vmap' for
+# 1) and each alone on all 4 devices; process 0 prints the differences.
+TWO_PROCESSES = f'''
+import json, sys
+sys.path.insert(0, {os.path.dirname(__file__)!r})
+import jax
+from conftest import make_tiny_config
+from test_trial_group import GROUP_BASE, TRIALS, max_relative_difference
+from nin_jax.research import trial_group
+from nin_jax.runtime import sharding
+from nin_jax.train import loop
+sharding.maybe_initialize_distributed()  # From JAX_COORDINATOR_ADDRESS etc.
+root = next(a for a in sys.argv if a.startswith('--workdir=')).split('=', 1)[1]
+out = {{}}
+for stepping, steps in (('auto', 20), ('vmap', 1)):
+  configs = [make_tiny_config(**GROUP_BASE, **t, max_steps=steps) for t in TRIALS]
+  alone = [f'{{root}}/{{stepping}}/alone/{{i}}' for i in range(len(configs))]
+  for config, workdir in zip(configs, alone):
+    loop.train_and_evaluate(config, workdir)
+  group = [f'{{root}}/{{stepping}}/group/{{i}}' for i in range(len(configs))]
+  trial_group.train_group(configs, group, stepping=stepping)
+  out[stepping] = [max_relative_difference(g, a) for g, a in zip(group, alone)]
+if jax.process_index() == 0:
+  print('DIFFERENCES', json.dumps(out))
+'''
+
+
+@pytest.mark.cpu_processes
+def test_on_two_processes_a_group_trains_each_trial_as_its_run(tmp_path):
+  """A multi-host slice: one group process per host, the trials shared by all.
+
+  The CPU default calls each trial's step on all 4 devices of the 2 processes,
+  as its own 2-process run does: bit-identical after 20 steps. On the trial
+  mesh (stepping='vmap', what accelerators take) each trial's slice holds one
+  device of each process, so each process feeds every trial the rows it
+  reads for the trial alone; within 1e-5 of its own run after one step (a
+  trial given another's rows, or another's hyperparameters, is off by far more).
+  """
+  from test_multihost import run_pair
+  script = tmp_path / 'group_on_two_processes.py'
+  script.write_text(TWO_PROCESSES)
+  pair = run_pair(tmp_path / 'runs', {}, tmp_path / 'logs', script=str(script))
+  stdout = pair.stdout(0)
+  differences = json.loads(stdout.split('DIFFERENCES ')[1])
+  print('max relative parameter differences, 2 processes × 2 devices:', differences)
+  assert ('4 trials, each data-parallel over the 4 cpu device(s) as alone: one compiled '
+          'step, called once per trial') in stdout
+  assert ('4 trials on a mesh of 2 trial × 2 data device(s): 2 trial(s) per slice of 2 '
+          'device(s) (1 in each of 2 processes), vmap-ed in one compiled step') in stdout
+  assert differences['auto'] == [0.0] * len(TRIALS)
+  assert max(differences['vmap']) <= 1e-5
+  assert 'DIFFERENCES' not in pair.stdout(1)  # Only process 0 reports.

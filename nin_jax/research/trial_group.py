@@ -29,7 +29,11 @@ How the trials share the devices (`placement`, logged at the start):
   - an accelerator: a ('trial', 'data') mesh. Each chunk stacks the trials'
     states, sharded over 'trial', each trial's batch over the 'data' devices
     of its slice, and one jit of the vmap-ed step trains them all. Trials are
-    padded to a multiple of the 'trial' axis with idle lanes. A trial is then
+    padded to a multiple of the 'trial' axis with idle lanes. On several
+    processes (a multi-host slice) every trial's slice holds an equal share of
+    each process's devices (the mesh is ('process', 'trial', 'data')), so
+    process p gives each trial the p-th share of its batch, the rows it reads
+    for a run of its own, and no input crosses hosts. A trial is then
     within 1e-5 of its own run after one step, not after 20 (float sums in
     another order; the 8-device test says how far).
 
@@ -45,6 +49,7 @@ import contextlib
 import dataclasses
 import functools
 import io
+import itertools
 import json
 import math
 import sys
@@ -70,6 +75,9 @@ from nin_jax.train import train_step
 from nin_jax.train.preemption import Preemption
 
 TRIAL_AXIS = 'trial'
+# A trial's slice takes an equal share of every process's devices, so each
+# process feeds each trial the rows of its batch it reads for a run of its own.
+PROCESS_AXIS = 'process'
 
 
 # ---------------------------------------------------------------------------
@@ -146,11 +154,14 @@ class Placement:
       return (f'{num_trials} trials, each data-parallel over the {self.num_devices} '
               f'{jax.default_backend()} device(s) as alone: one compiled step, called once '
               f'per trial ({CALLS_MEASURED})')
-    t, d = self.mesh.shape[TRIAL_AXIS], self.mesh.shape[sharding.DATA_AXIS]
+    t, hosts = self.mesh.shape[TRIAL_AXIS], self.mesh.shape[PROCESS_AXIS]
+    d = hosts * self.mesh.shape[sharding.DATA_AXIS]
     idle = self.num_lanes - num_trials
     return (f'{num_trials} trials on a mesh of {t} trial × {d} data device(s): '
-            f'{self.num_lanes // t} trial(s) per slice of {d} device(s), vmap-ed in one '
-            f'compiled step' + (f' ({idle} idle pad trial(s))' if idle else ''))
+            f'{self.num_lanes // t} trial(s) per slice of {d} device(s)'
+            + (f' ({d // hosts} in each of {hosts} processes)' if hosts > 1 else '')
+            + ', vmap-ed in one compiled step'
+            + (f' ({idle} idle pad trial(s))' if idle else ''))
 
 
 STEPPINGS = ('auto', 'calls', 'vmap')
@@ -165,6 +176,8 @@ def placement(num_trials: int, batch_size: int, backend: str | None = None,
 
   `stepping` overrides the choice for measurement (benchmarks/trial_stepping.py):
   'calls' (each trial on all the devices, as alone), 'vmap' (a mesh, even of one device).
+  `devices`: in the order of the runs' data-parallel mesh (the group's jits
+  take the runs' states, so their device order must be the mesh's).
   """
   if stepping not in STEPPINGS:
     raise ValueError(f'stepping={stepping!r}: choose one of {STEPPINGS}')
@@ -173,15 +186,30 @@ def placement(num_trials: int, batch_size: int, backend: str | None = None,
   n = len(devices)
   if stepping == 'calls' or (stepping == 'auto' and backend == 'cpu'):
     return Placement(None, num_trials, n)
-  # A trial's batch spreads over the data axis: it must divide the batch.
-  fits = [t for t in range(1, n + 1) if n % t == 0 and batch_size % (n // t) == 0]
+  by_process = _by_process(devices)
+  local = len(by_process[0])
+  # A slice takes local / t devices of each process, and its batch spreads
+  # over its n / t devices: that must divide the batch.
+  fits = [t for t in range(1, local + 1) if local % t == 0 and batch_size % (n // t) == 0]
   if not fits:
     raise ValueError(f'optim.batch_size={batch_size} divides over none of the ways to split '
                      f'{n} devices into trial slices; use a multiple of {n}')
   t = max([t for t in fits if t <= num_trials] or [min(fits)])
-  mesh = jax.sharding.Mesh(np.array(devices).reshape(t, n // t),
-                           (TRIAL_AXIS, sharding.DATA_AXIS))
+  mesh = jax.sharding.Mesh(np.array(by_process).reshape(len(by_process), t, local // t),
+                           (PROCESS_AXIS, TRIAL_AXIS, sharding.DATA_AXIS))
   return Placement(mesh, math.ceil(num_trials / t) * t, n)
+
+
+def _by_process(devices: Sequence[Any]) -> list[list[Any]]:
+  """The devices, one list per process, as consecutive blocks of `devices`."""
+  blocks: dict[int, list[Any]] = {}
+  for d in devices:
+    blocks.setdefault(d.process_index, []).append(d)
+  out = list(blocks.values())
+  if [d for block in out for d in block] != list(devices) or len({len(b) for b in out}) > 1:
+    raise ValueError('a trial mesh needs every process to own an equal, consecutive block '
+                     'of the devices (the data-parallel mesh orders them so)')
+  return out
 
 
 # ---------------------------------------------------------------------------
@@ -256,8 +284,9 @@ class _TrialMesh:
     self._members = members
     self._lanes = list(range(len(members))) + [0] * (place.num_lanes - len(members))
     self._by_trial = NamedSharding(mesh, P(TRIAL_AXIS))
-    self._batch = {False: NamedSharding(mesh, P(TRIAL_AXIS, sharding.DATA_AXIS)),
-                   True: NamedSharding(mesh, P(TRIAL_AXIS, None, sharding.DATA_AXIS))}
+    rows = (PROCESS_AXIS, sharding.DATA_AXIS)  # Process p's devices take its rows.
+    self._batch = {False: NamedSharding(mesh, P(TRIAL_AXIS, rows)),
+                   True: NamedSharding(mesh, P(TRIAL_AXIS, None, rows))}
     self._stack = jax.jit(lambda *trees: jax.tree.map(lambda *x: jnp.stack(x), *trees),
                           out_shardings=self._by_trial)
     # One program each way per chunk: on several XLA:CPU devices, independent
@@ -282,10 +311,13 @@ class _TrialMesh:
                    enumerate(zip(self._lanes, lanes))])
     batches = jax.tree.map(lambda *x: np.stack(x), *[
         rows[id(m)] if used else idle for used, m in zip(on, lanes)])
+    batch_axis = 2 if n > 1 else 1  # After the lane axis (and the step axis).
     stacked = self._steps[n > 1](
-        jax.device_put(on, self._by_trial), *self._stack(*[(m.run.state, m.run.sums)
-                                                           for m in lanes]),
-        jax.device_put(batches, self._batch[n > 1]), self._device_data, self._hparams)
+        sharding.from_process_rows(self._by_trial, on, None),
+        *self._stack(*[(m.run.state, m.run.sums) for m in lanes]),
+        jax.tree.map(lambda x: sharding.from_process_rows(self._batch[n > 1], x, batch_axis),
+                     batches),
+        self._device_data, self._hparams)
     for m, (state, sums) in zip(self._members, self._unstack(stacked)):
       if id(m) in rows:
         m.run.state, m.run.sums = state, sums
@@ -318,7 +350,8 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
   user_errors.quiet_library_noise()
   with contextlib.ExitStack() as locks:
     members = _open_members(configs, workdirs, allow_config_change, locks)
-    place = placement(len(members), configs[0].optim.batch_size, stepping=stepping)
+    place = placement(len(members), configs[0].optim.batch_size, stepping=stepping,
+                      devices=list(members[0].run.data_parallel.mesh.devices.flat))
     metrics.console(place.describe(len(members)))
     stepper = (_CallsPerTrial if place.mesh is None else _TrialMesh)(members, place)
     with Preemption() as preemption, contextlib.ExitStack() as writers:
@@ -329,9 +362,6 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
 
 
 def _check_group(configs) -> None:
-  if jax.process_count() > 1:
-    raise ValueError('--parallel runs a group of trials in one process; on several '
-                     'processes, run the sweep with --parallel=1')
   if len({program_key(c) for c in configs}) > 1:
     raise ValueError('the trials of a group must differ only in '
                      f'{", ".join(train_step.RUNTIME_FIELDS)}')
@@ -358,9 +388,12 @@ def _open_members(configs, workdirs, allow_config_change: bool,
 
 def _train(members: list[_Member], stepper, preemption: Preemption) -> None:
   """Steps the active trials chunk by chunk, each to its end, a NaN trial stopping alone."""
-  while active := [m for m in members if m.active]:
+  for chunk in itertools.count():
+    if not (active := [m for m in members if m.active]):
+      return
     stepper.advance(active)
-    stop = preemption.requested  # One process (_check_group): no sync point to agree on.
+    # Every process counts the same chunks: on several, they agree to stop at one.
+    stop = preemption.should_stop(chunk)
     for m in active:
       with m.speaking():
         try:

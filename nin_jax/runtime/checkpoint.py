@@ -10,6 +10,7 @@ each array's shards from the processes that hold them.
 from __future__ import annotations
 
 
+import itertools
 import os
 
 import jax
@@ -20,6 +21,11 @@ from etils import epath
 
 from nin_jax.runtime import sharding
 from nin_jax.runtime import storage
+
+
+# How many Checkpointers this program has opened: every process opens them in
+# the same order, so the n-th one's barriers get the same names everywhere.
+_OPENED = itertools.count()
 
 
 class CheckpointError(RuntimeError):
@@ -63,6 +69,10 @@ class Checkpointer:
     self.directory = storage.workdir_path(workdir) / 'checkpoints'
     self._keep = keep
     self._metadata = dict(metadata or {})
+    # Orbax names its barriers by step alone. Several managers saving at once
+    # (a trial group's) would meet at one barrier and fail as "already
+    # ongoing"; a prefix per Checkpointer keeps each manager's apart.
+    self._barrier_prefix = f'checkpointer{next(_OPENED)}'
     if jax.process_count() > 1:
       _use_coordinator_barriers()
     if storage.is_dangling_link(self.directory):
@@ -79,7 +89,10 @@ class Checkpointer:
 
   def _open(self) -> ocp.CheckpointManager:
     self._remove_unfinished_saves()
-    options = ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=self._keep, create=True,
+        multiprocessing_options=ocp.options.MultiprocessingOptions(
+            barrier_sync_key_prefix=self._barrier_prefix))
     # Naming the item's handler up front lets `metadata(step)` read a checkpoint
     # this manager did not save; without it Orbax warns, on every resume, that
     # the item "could not be restored".
@@ -227,7 +240,7 @@ class Checkpointer:
       while (dst := self.directory / f'{step}.corrupt-{n}').exists():
         n += 1
       src.rename(dst)  # On a bucket: a copy of every object, then a delete.
-    _sync(f'set_aside_{step}')
+    _sync(f'{self._barrier_prefix}_set_aside_{step}')
     self._manager.close()
     self._manager = self._open()
 
@@ -251,7 +264,7 @@ def load_for_inspection(workdir, step: int | None = None):
     step = max(steps)
   path = directory / str(step) / 'default'
   checkpointer = ocp.StandardCheckpointer()
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  device = jax.sharding.make_single_device_sharding(jax.local_devices()[0])
   # The item's own metadata: the checkpointer's would look for the step's
   # metadata file inside the item and warn that it does not exist.
   reader = ocp.StandardCheckpointHandler()

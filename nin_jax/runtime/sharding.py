@@ -59,6 +59,19 @@ def maybe_initialize_distributed(coordinator_address: str = '',
                jax.local_device_count(), jax.device_count())
   if jax.process_count() > 1:
     host_errors.watch()
+    _warn_of_cpu_collective_hang()
+
+
+def _warn_of_cpu_collective_hang() -> None:
+  """jax 0.12's XLA:CPU can hang a multi-process run; say so where it starts."""
+  if jax.default_backend() != 'cpu' or tuple(jax.__version_info__[:2]) < (0, 12):
+    return
+  # Seen with jax 0.12.1: every process waits in a Gloo all-reduce of one
+  # train step, about every second 2-process run (docs/reliability.md).
+  logging.warning(
+      'jax %s on CPU with %d processes: its XLA:CPU has been seen to hang in a '
+      'Gloo all-reduce (jax 0.10 and 0.11 did not); if steps stop coming, use '
+      'jax<0.12 for multi-process CPU runs', jax.__version__, jax.process_count())
 
 
 # What jax.distributed.initialize() raises where its auto-detection finds no
@@ -141,6 +154,21 @@ def gather_from_processes(value: int) -> list[int]:
   return [int(v) for v in multihost_utils.process_allgather(np.int32(value))]
 
 
+def from_process_rows(sharding: NamedSharding, rows, axis: int | None):
+  """This process's rows (numpy) → one global jax.Array, placed by `sharding`.
+
+  Along `axis` each process holds its own consecutive share (process p the
+  p-th), so the global array is process_count times as long there; along the
+  other axes every process holds all of it. `axis=None`: every process holds
+  the same whole value, and nothing crosses hosts.
+  """
+  rows = np.asarray(rows)
+  global_shape = list(rows.shape)
+  if axis is not None:
+    global_shape[axis] *= jax.process_count()
+  return jax.make_array_from_process_local_data(sharding, rows, tuple(global_shape))
+
+
 @dataclasses.dataclass(frozen=True)
 class DataParallel:
   """The mesh and the two shardings a data-parallel run needs."""
@@ -194,12 +222,7 @@ class DataParallel:
     `stacked`: the batch axis is the second, after a leading step axis.
     """
     axis, sharding = (1, self.stacked_batch) if stacked else (0, self.batch)
-    def put(x):
-      x = np.asarray(x)
-      global_shape = list(x.shape)
-      global_shape[axis] *= jax.process_count()
-      return jax.make_array_from_process_local_data(sharding, x, tuple(global_shape))
-    return jax.tree.map(put, local_batch)
+    return jax.tree.map(lambda x: from_process_rows(sharding, x, axis), local_batch)
 
   def replicate(self, tree):
     """Host values (a pytree) → arrays replicated on every device of the mesh.
