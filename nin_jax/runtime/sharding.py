@@ -70,8 +70,8 @@ def _warn_of_cpu_collective_hang() -> None:
   # train step, about every second 2-process run (docs/reliability.md).
   logging.warning(
       'jax %s on CPU with %d processes: its XLA:CPU has been seen to hang in a '
-      'Gloo all-reduce (jax 0.10 and 0.11 did not); if steps stop coming, use '
-      'jax<0.12 for multi-process CPU runs', jax.__version__, jax.process_count())
+      'Gloo all-reduce (jax 0.10.2 did not; 0.11 is untested); if steps stop coming, use '
+      'jax 0.10 for multi-process CPU runs', jax.__version__, jax.process_count())
 
 
 # What jax.distributed.initialize() raises where its auto-detection finds no
